@@ -1,0 +1,3 @@
+"""datakiln: declarative dataset builds."""
+
+__version__ = "0.1.0"

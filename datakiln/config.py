@@ -1,0 +1,316 @@
+"""Typed schema of a dataset declaration, and loading it from params.yaml.
+
+`conf/` is what people edit; Hydra composes it into `params.yaml`, which DVC
+tracks. Stages read `params.yaml` (so `dvc exp run -S` overrides reach them),
+validate their dataset against the dataclasses below, and refuse to run when
+`params.yaml` is stale against `conf/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from datakiln.errors import ConfigError, StaleParamsError
+
+logger = logging.getLogger(__name__)
+
+PARAMS_FILE = "params.yaml"
+CONF_DIR = "conf"
+CONF_NAME = "config"
+
+
+# --------------------------------------------------------------------- sources
+
+
+@dataclass
+class DeriveConf:
+    """A column computed from another by a regular expression's first group."""
+
+    column: str = MISSING
+    pattern: str = MISSING
+
+
+@dataclass
+class SourceConf:
+    """Where records come from and how to read them."""
+
+    name: str = MISSING
+    # Local path or glob, an archive, or lakefs://repo/ref/path.
+    path: str = MISSING
+    # auto, csv, tsv, jsonl, parquet, text, email
+    format: str = "auto"
+    # Glob of members to read when `path` is an archive.
+    member: str | None = None
+    # auto detects BOMs and UTF-16; otherwise a Python codec name.
+    encoding: str = "auto"
+    delimiter: str | None = None
+    # For format text: split a file into records on this string; null means
+    # one record per file.
+    record_separator: str | None = None
+    # For text and email: put the name of the file's parent folder here.
+    folder_column: str | None = None
+    # Column holding the natural key; the stable record id is built from it.
+    id_column: str | None = None
+    rename: dict[str, str] = field(default_factory=dict)
+    derive: dict[str, DeriveConf] = field(default_factory=dict)
+    # Constant metadata columns added to every record of this source.
+    constants: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ColumnConf:
+    # string, int64, float64, bool, datetime, bigint (exact decimal digits)
+    type: str = "string"
+    nullable: bool = True
+
+
+# ---------------------------------------------------------------------- stages
+
+
+@dataclass
+class IngestConf:
+    batch_rows: int = 50_000
+
+
+@dataclass
+class CleanConf:
+    # Text columns the rules apply to.
+    columns: list[str] = field(default_factory=lambda: ["text"])
+    # NFC or NFKC
+    unicode: str = "NFC"
+    html: bool = True
+    # keep, remove or replace (by the token below)
+    urls: str = "keep"
+    url_token: str = "<url>"
+    mentions: str = "keep"
+    mention_token: str = "<user>"
+    # Strings removed from the start of the text, such as retweet prefixes.
+    strip_prefixes: list[str] = field(default_factory=list)
+    min_chars: int = 1
+    max_chars: int = 100_000
+    # ISO 639-1 codes to keep; empty keeps every language.
+    languages: list[str] = field(default_factory=list)
+    # Texts shorter than this get language `und` and are kept and counted.
+    language_min_chars: int = 20
+
+
+@dataclass
+class DedupConf:
+    column: str = "text"
+    exact: bool = True
+    near: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    # Word shingle size.
+    shingle: int = 3
+    seed: int = 1
+    # Stop the build if dedup would remove more than this share of one source.
+    max_removed_share: float = 0.5
+
+
+@dataclass
+class LabelFunctionConf:
+    name: str = MISSING
+    # keywords, regex, lookup, sentiment, metadata, python
+    kind: str = MISSING
+    label: str | None = None
+    column: str = "text"
+    keywords: list[str] = field(default_factory=list)
+    pattern: str | None = None
+    # lookup: a value (or the domain of a URL with `extract: domain`) to a label
+    table: dict[str, str] = field(default_factory=dict)
+    extract: str | None = None
+    # sentiment: compound score bounds for the three labels
+    positive_above: float = 0.05
+    negative_below: float = -0.05
+    # python: "package.module:function"
+    function: str | None = None
+
+
+@dataclass
+class LabelTaskConf:
+    name: str = MISSING
+    labels: list[str] = field(default_factory=list)
+    functions: list[LabelFunctionConf] = field(default_factory=list)
+    # majority or dawid_skene
+    model: str = "majority"
+    # Column holding the true label, where there is one.
+    gold: str | None = None
+    # Share of rows whose gold is hidden from the functions, for evaluation.
+    holdout: float = 0.2
+
+
+@dataclass
+class LabelConf:
+    tasks: list[LabelTaskConf] = field(default_factory=list)
+    seed: int = 7
+
+
+@dataclass
+class GateConf:
+    min_rows: int = 1
+    max_rows: int | None = None
+    # column -> highest allowed share of nulls
+    max_null_share: dict[str, float] = field(default_factory=dict)
+    # label task -> lowest allowed share of rows with a label
+    min_label_coverage: dict[str, float] = field(default_factory=dict)
+    # label task -> lowest allowed share of the rarest label among labelled rows
+    min_class_share: dict[str, float] = field(default_factory=dict)
+    # same text with different labels: fail, warn or ignore
+    conflicting_labels: str = "warn"
+
+
+@dataclass
+class ValidateConf:
+    columns: dict[str, ColumnConf] = field(default_factory=dict)
+    gates: GateConf = field(default_factory=GateConf)
+
+
+@dataclass
+class SplitConf:
+    seed: int = 42
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    # Label task to stratify by; null splits without strata.
+    stratify: str | None = None
+
+
+@dataclass
+class PublishConf:
+    # local or lakefs
+    target: str = "local"
+    description: str = ""
+    license: str = "unknown"
+    lakefs_repo: str | None = None
+    lakefs_branch: str = "main"
+    review: bool = False
+
+
+@dataclass
+class DatasetConf:
+    description: str = ""
+    sources: list[SourceConf] = field(default_factory=list)
+    schema: dict[str, ColumnConf] = field(default_factory=dict)
+    ingest: IngestConf = field(default_factory=IngestConf)
+    clean: CleanConf = field(default_factory=CleanConf)
+    dedup: DedupConf = field(default_factory=DedupConf)
+    label: LabelConf = field(default_factory=LabelConf)
+    validate: ValidateConf = field(default_factory=ValidateConf)
+    split: SplitConf = field(default_factory=SplitConf)
+    publish: PublishConf = field(default_factory=PublishConf)
+
+
+# --------------------------------------------------------------------- loading
+
+
+def dataset_conf(params: DictConfig | dict[str, Any], name: str) -> DatasetConf:
+    """Validate the declaration of dataset `name` against the schema.
+
+    A misspelt key or a wrong type fails here, before a stage does any work,
+    with the dotted key path and the file the dataset is declared in.
+    """
+    datasets = params.get("dataset") or {}
+    if name not in datasets:
+        known = ", ".join(sorted(datasets)) or "none"
+        raise ConfigError(
+            f"{PARAMS_FILE}: no dataset '{name}' (declared: {known}). Declare it in "
+            f"{CONF_DIR}/dataset/{name}.yaml and list it in {CONF_DIR}/{CONF_NAME}.yaml"
+        )
+    schema = OmegaConf.structured(DatasetConf)
+    try:
+        merged = OmegaConf.merge(schema, datasets[name])
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = f"dataset.{name}.{exc.full_key}" if exc.full_key else f"dataset.{name}"
+        raise ConfigError(
+            f"{CONF_DIR}/dataset/{name}.yaml: key '{key}': {exc.msg}. "
+            f"Fix the declaration, then run `datakiln compose`."
+        ) from None
+    assert isinstance(obj, DatasetConf)
+    return obj
+
+
+def load_params(root: Path, overrides: list[str] | None = None) -> DictConfig:
+    """Compose params.yaml with Hydra, applying command-line overrides."""
+    from hydra import compose, initialize_config_dir
+
+    if not (root / PARAMS_FILE).exists():
+        raise ConfigError(
+            f"{root / PARAMS_FILE} is missing. Run `datakiln compose` to build it "
+            f"from {CONF_DIR}/."
+        )
+    with initialize_config_dir(str(root.resolve()), version_base=None):
+        return compose(config_name="params", overrides=overrides or [])
+
+
+def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """What `conf/` composes to, exactly as DVC's Hydra composition makes it."""
+    from hydra import compose, initialize_config_dir
+
+    conf_dir = (root / CONF_DIR).resolve()
+    with initialize_config_dir(str(conf_dir), version_base=None):
+        cfg = compose(config_name=CONF_NAME, overrides=overrides or [])
+    OmegaConf.resolve(cfg)
+    container = OmegaConf.to_container(cfg)
+    assert isinstance(container, dict)
+    return {str(key): value for key, value in container.items()}
+
+
+def write_params(root: Path, overrides: list[str] | None = None) -> Path:
+    """Compose conf/ into params.yaml (what `dvc exp run` does by itself)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    target = root / PARAMS_FILE
+    compose_and_dump(
+        target,
+        str((root / CONF_DIR).resolve()),
+        None,
+        CONF_NAME,
+        str(root.resolve()),
+        overrides or [],
+    )
+    return target
+
+
+def check_fresh(root: Path) -> None:
+    """Refuse to build with a params.yaml that conf/ no longer composes to.
+
+    Inside `dvc exp run` DVC has just composed params.yaml from conf/ plus the
+    `-S` overrides, so it is fresh by construction and the check is skipped.
+    """
+    if os.environ.get("DVC_EXP_BASELINE_REV") or os.environ.get("DATAKILN_NO_FRESH"):
+        return
+    current = OmegaConf.to_container(OmegaConf.load(root / PARAMS_FILE))
+    wanted = compose_conf(root)
+    if current == wanted:
+        return
+    keys = sorted(_diff_keys(current, wanted))
+    shown = ", ".join(keys[:5]) + (
+        f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+    )
+    raise StaleParamsError(
+        f"{PARAMS_FILE} is stale: {CONF_DIR}/ composes to different values at {shown}. "
+        f"Run `datakiln compose` (or `dvc exp run`, which composes for you), "
+        f"then `dvc repro`."
+    )
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in set(a) | set(b):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in a or key not in b:
+                out.append(path)
+            else:
+                out.extend(_diff_keys(a[key], b[key], path))
+        return out
+    return [] if a == b else [prefix or "<root>"]
