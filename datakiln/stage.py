@@ -61,6 +61,17 @@ def context(
     return StageContext(stage, dataset, root, params, conf, DatasetPaths(root, dataset))
 
 
+def context_from_declaration(
+    stage: str, dataset: str, root: Path, declaration: dict[str, Any]
+) -> StageContext:
+    """A context for one dataset declared inline: for tests and notebooks."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.create({"dataset": {dataset: declaration}})
+    conf = dataset_conf(params, dataset)
+    return StageContext(stage, dataset, root, params, conf, DatasetPaths(root, dataset))
+
+
 def main(stage: str, body: StageBody, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=f"stages/{stage}.py",

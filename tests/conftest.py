@@ -1,0 +1,27 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datakiln.stage import StageContext, context_from_declaration
+
+REPO = Path(__file__).resolve().parent.parent
+
+MakeContext = Callable[..., StageContext]
+
+
+@pytest.fixture
+def make_context(tmp_path: Path) -> MakeContext:
+    """Build a StageContext for a dataset declared inline, rooted in tmp_path."""
+
+    def make(
+        stage: str, declaration: dict[str, Any], dataset: str = "sample"
+    ) -> StageContext:
+        return context_from_declaration(stage, dataset, tmp_path, declaration)
+
+    return make
