@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,8 +249,28 @@ def load_params(root: Path, overrides: list[str] | None = None) -> DictConfig:
             f"{root / PARAMS_FILE} is missing. Run `datakiln compose` to build it "
             f"from {CONF_DIR}/."
         )
-    with initialize_config_dir(str(root.resolve()), version_base=None):
+    with (
+        _hydra_errors(PARAMS_FILE, overrides),
+        initialize_config_dir(str(root.resolve()), version_base=None),
+    ):
         return compose(config_name="params", overrides=overrides or [])
+
+
+@contextmanager
+def _hydra_errors(where: str, overrides: list[str] | None) -> Iterator[None]:
+    """Turn Hydra's composition errors into one ConfigError naming the input."""
+    from hydra.errors import HydraException
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as exc:
+        given = " ".join(overrides or []) or "none"
+        first = str(exc).strip().splitlines()[0].rstrip(".")
+        raise ConfigError(
+            f"{where}: cannot compose with overrides [{given}]: {first}. Check the "
+            f"key against {CONF_DIR}/dataset/<name>.yaml; quote values holding "
+            f"'=', ',' or spaces, e.g. key='a=b,c'."
+        ) from None
 
 
 def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -256,9 +278,10 @@ def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, An
     from hydra import compose, initialize_config_dir
 
     conf_dir = (root / CONF_DIR).resolve()
-    with initialize_config_dir(str(conf_dir), version_base=None):
-        cfg = compose(config_name=CONF_NAME, overrides=overrides or [])
-    OmegaConf.resolve(cfg)
+    with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
+        with initialize_config_dir(str(conf_dir), version_base=None):
+            cfg = compose(config_name=CONF_NAME, overrides=overrides or [])
+        OmegaConf.resolve(cfg)
     container = OmegaConf.to_container(cfg)
     assert isinstance(container, dict)
     return {str(key): value for key, value in container.items()}
@@ -269,14 +292,15 @@ def write_params(root: Path, overrides: list[str] | None = None) -> Path:
     from dvc.utils.hydra import compose_and_dump
 
     target = root / PARAMS_FILE
-    compose_and_dump(
-        target,
-        str((root / CONF_DIR).resolve()),
-        None,
-        CONF_NAME,
-        str(root.resolve()),
-        overrides or [],
-    )
+    with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
+        compose_and_dump(
+            target,
+            str((root / CONF_DIR).resolve()),
+            None,
+            CONF_NAME,
+            str(root.resolve()),
+            overrides or [],
+        )
     return target
 
 

@@ -16,6 +16,12 @@ MakeContext = Callable[..., StageContext]
 
 
 @pytest.fixture
+def repo_root() -> Path:
+    """The checkout under test."""
+    return REPO
+
+
+@pytest.fixture
 def make_context(tmp_path: Path) -> MakeContext:
     """Build a StageContext for a dataset declared inline, rooted in tmp_path."""
 

@@ -1,0 +1,111 @@
+"""The dataset schema, composition of conf/ and the staleness guard."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from datakiln.config import (
+    check_fresh,
+    compose_conf,
+    dataset_conf,
+    load_params,
+    write_params,
+)
+from datakiln.errors import ConfigError, StaleParamsError
+
+
+@pytest.fixture
+def project(tmp_path: Path, repo_root: Path) -> Path:
+    """A copy of the repo's conf/ with its params.yaml composed."""
+    shutil.copytree(repo_root / "conf", tmp_path / "conf", ignore=_no_secrets)
+    write_params(tmp_path)
+    return tmp_path
+
+
+def _no_secrets(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "secrets"]
+
+
+def test_declared_datasets_validate_against_schema(project: Path) -> None:
+    params = load_params(project)
+
+    for name in params.dataset:
+        conf = dataset_conf(params, name)
+        assert conf.sources, f"{name} declares no source"
+
+
+def test_misspelt_key_names_dotted_path_and_file() -> None:
+    params = OmegaConf.create({"dataset": {"d": {"dedup": {"treshold": 0.5}}}})
+
+    with pytest.raises(ConfigError, match=r"conf/dataset/d\.yaml.*dataset\.d\.dedup"):
+        dataset_conf(params, "d")
+
+
+def test_wrong_type_names_dotted_path() -> None:
+    params = OmegaConf.create({"dataset": {"d": {"split": {"seed": "forty"}}}})
+
+    with pytest.raises(ConfigError, match=r"dataset\.d\.split\.seed"):
+        dataset_conf(params, "d")
+
+
+def test_unknown_dataset_lists_declared_ones() -> None:
+    params = OmegaConf.create({"dataset": {"a": {}, "b": {}}})
+
+    with pytest.raises(ConfigError, match=r"no dataset 'c' \(declared: a, b\)"):
+        dataset_conf(params, "c")
+
+
+def test_override_value_with_equals_at_and_comma_arrives_exactly(
+    project: Path,
+) -> None:
+    value = "a=b,c@d"
+
+    write_params(project, [f"dataset.health_tweets.description='{value}'"])
+
+    params = load_params(project)
+    assert params.dataset.health_tweets.description == value
+
+
+def test_exponent_value_composes_to_float(project: Path) -> None:
+    write_params(project, ["dataset.health_tweets.dedup.threshold=1e-5"])
+
+    params = load_params(project)
+    threshold = dataset_conf(params, "health_tweets").dedup.threshold
+    assert isinstance(threshold, float)
+    assert threshold == pytest.approx(1e-5)
+    assert "1.0e-05" in (project / "params.yaml").read_text()
+
+
+def test_composed_params_equal_conf(project: Path) -> None:
+    on_disk = OmegaConf.to_container(OmegaConf.load(project / "params.yaml"))
+
+    assert on_disk == compose_conf(project)
+    check_fresh(project)
+
+
+def test_editing_conf_makes_params_stale_with_command_to_fix(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    decl = project / "conf" / "dataset" / "news_articles.yaml"
+    conf = OmegaConf.load(decl)
+    conf.dedup.threshold = 0.5
+    OmegaConf.save(conf, decl)
+
+    with pytest.raises(StaleParamsError, match=r"dataset\.news_articles\.dedup"):
+        check_fresh(project)
+    with pytest.raises(StaleParamsError, match="datakiln compose"):
+        check_fresh(project)
+
+
+def test_repo_params_yaml_is_fresh(repo_root: Path) -> None:
+    check_fresh(repo_root)
+
+
+def test_override_of_undeclared_key_is_a_config_error(project: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dataset\.health_tweets\.dedup\.nope"):
+        write_params(project, ["dataset.health_tweets.dedup.nope=1"])
