@@ -17,8 +17,13 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
+    import os
+
     from datakiln.config import write_params
 
+    if args.if_not_experiment and os.environ.get("DVC_EXP_BASELINE_REV"):
+        print("inside `dvc exp run`: params.yaml was composed by DVC; left as is")
+        return 0
     path = write_params(Path.cwd(), args.overrides)
     print(f"composed conf/ into {path.name}")
     return 0
@@ -46,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compose", help="compose conf/ into params.yaml")
     p.add_argument("overrides", nargs="*", help="Hydra overrides")
+    p.add_argument(
+        "--if-not-experiment",
+        action="store_true",
+        help="do nothing inside `dvc exp run` (the compose stage of dvc.yaml)",
+    )
     p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser("examples", help="extract the example archives")
