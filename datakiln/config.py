@@ -164,13 +164,18 @@ class GateConf:
     # label task -> lowest allowed share of rows with a label
     min_label_coverage: dict[str, float] = field(default_factory=dict)
     # label task -> lowest allowed share of the rarest label among labelled rows
+    # (a declared label that never occurs has share 0)
     min_class_share: dict[str, float] = field(default_factory=dict)
     # same text with different labels: fail, warn or ignore
     conflicting_labels: str = "warn"
+    # The text compared by `conflicting_labels`.
+    text_column: str = "text"
 
 
 @dataclass
 class ValidateConf:
+    # Columns checked beyond the dataset's `schema:` (or overriding it there),
+    # such as columns that clean or label add.
     columns: dict[str, ColumnConf] = field(default_factory=dict)
     gates: GateConf = field(default_factory=GateConf)
 
@@ -178,6 +183,7 @@ class ValidateConf:
 @dataclass
 class SplitConf:
     seed: int = 42
+    # Shares of rows; they must add up to 1.
     train: float = 0.8
     validation: float = 0.1
     test: float = 0.1
@@ -187,8 +193,9 @@ class SplitConf:
 
 @dataclass
 class PublishConf:
-    # local or lakefs
+    # local or lakefs; the local folder is always built first
     target: str = "local"
+    # Added to the dataset's description in the data card.
     description: str = ""
     license: str = "unknown"
     lakefs_repo: str | None = None

@@ -22,6 +22,14 @@ def read_batches(path: Path, batch_rows: int = 50_000) -> Iterator[pd.DataFrame]
         yield batch.to_pandas()
 
 
+def read_arrow_batches(
+    path: Path, batch_rows: int = 50_000, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Yield a Parquet file as Arrow record batches, types exactly as stored."""
+    parquet = pq.ParquetFile(path)
+    yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+
 def count_rows(path: Path) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
@@ -51,7 +59,10 @@ class ParquetSink:
         self._tmp = Path(tmp)
 
     def write(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        self.write_table(pa.Table.from_pandas(frame, preserve_index=False))
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append Arrow data as it is: no pandas round trip, so types stay exact."""
         if self._writer is None:
             self._schema = table.schema
             self._writer = pq.ParquetWriter(self._tmp, self._schema)
@@ -59,7 +70,7 @@ class ParquetSink:
             assert self._schema is not None
             table = table.cast(self._schema)
         self._writer.write_table(table)
-        self.rows += len(frame)
+        self.rows += table.num_rows
 
     def close(self) -> None:
         if self._writer is None:
