@@ -31,3 +31,13 @@ def make_context(tmp_path: Path) -> MakeContext:
         return context_from_declaration(stage, dataset, tmp_path, declaration)
 
     return make
+
+
+# A real lakeFS server on loopback for the lakeFS tests (tests/lakefs_fixtures.py).
+from lakefs_fixtures import (  # noqa: E402, F401
+    lake,
+    lakefs_binary,
+    lakefs_repo,
+    lakefs_server,
+    start_server,
+)
