@@ -404,8 +404,8 @@ def _card_sources(conf: DatasetConf) -> str:
 
 def stage_counts(metrics: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
     """Rows in, rows out and rows rejected, read from one stage's metrics."""
-    rows_in = _first_int(metrics, "rows_in", "rows")
-    rows_out = _first_int(metrics, "rows_out", "rows_total", "rows")
+    rows_in = _first_int(metrics, "rows_in", "rows", "records")
+    rows_out = _first_int(metrics, "rows_out", "rows_total", "rows", "records")
     rejects = metrics.get("rejects", metrics.get("rejected"))
     if isinstance(rejects, dict):
         rejects = sum(v for v in rejects.values() if isinstance(v, int))
