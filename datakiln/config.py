@@ -44,19 +44,24 @@ class SourceConf:
     """Where records come from and how to read them."""
 
     name: str = MISSING
-    # Local path or glob, an archive, or lakefs://repo/ref/path.
+    # Local file, folder or glob (relative to the repository root), an archive
+    # (zip, tar, tar.gz, gz) of such files, or lakefs://repo/ref/path.
     path: str = MISSING
-    # auto, csv, tsv, jsonl, parquet, text, email
+    # auto (by file extension), csv, tsv, jsonl, parquet, text, email
     format: str = "auto"
-    # Glob of members to read when `path` is an archive.
+    # Glob of the files to read inside an archive or a folder.
     member: str | None = None
     # auto detects BOMs and UTF-16; otherwise a Python codec name.
     encoding: str = "auto"
     delimiter: str | None = None
+    # For csv and tsv without a header row: the column names.
+    columns: list[str] = field(default_factory=list)
+    # For csv and tsv: cell values that mean "no value".
+    null_values: list[str] = field(default_factory=lambda: [""])
     # For format text: split a file into records on this string; null means
     # one record per file.
     record_separator: str | None = None
-    # For text and email: put the name of the file's parent folder here.
+    # Put the name of each file's parent folder here (a label, for instance).
     folder_column: str | None = None
     # Column holding the natural key; the stable record id is built from it.
     id_column: str | None = None
@@ -68,7 +73,8 @@ class SourceConf:
 
 @dataclass
 class ColumnConf:
-    # string, int64, float64, bool, datetime, bigint (exact decimal digits)
+    # string, int64, float64, bool, datetime (UTC), bigint (exact integer of
+    # any size, kept as its decimal digits)
     type: str = "string"
     nullable: bool = True
 
@@ -79,6 +85,9 @@ class ColumnConf:
 @dataclass
 class IngestConf:
     batch_rows: int = 50_000
+    # Stop the build when more than this share of one source's rows is
+    # rejected: that is a wrong declaration (delimiter, encoding), not bad rows.
+    max_reject_share: float = 0.5
 
 
 @dataclass
