@@ -208,11 +208,11 @@ def cast_frame(
 
 def conform(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """`frame` with exactly `columns`, in order; absent ones are all null."""
-    return (
-        frame.reindex(columns=columns)
-        .astype(object)
-        .where(frame.reindex(columns=columns).notna(), None)
-    )
+    out = frame.reindex(columns=columns)
+    for column in columns:
+        if column not in frame.columns:
+            out[column] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    return out
 
 
 # ------------------------------------------------------------------ record ids
@@ -294,6 +294,12 @@ def survey_sources(conf: DatasetConf, root: Path) -> Survey:
 def _check_columns(
     frame: pd.DataFrame, batch: RawBatch, source: SourceConf, file_name: str
 ) -> None:
+    twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if twice:
+        raise SourceError(
+            f"{file_name}: source '{source.name}' has two columns named "
+            f"'{twice[0]}' after `rename:`. Rename one of them to another name."
+        )
     clash = sorted(RESERVED & set(frame.columns))
     if clash:
         raise SourceError(

@@ -706,3 +706,35 @@ def test_the_example_datasets_read_in_full(
     assert metrics["rows_in"] == rows
     assert metrics["rows_out"] == len(records) == rows - len(rejects)
     assert records["record_id"].is_unique
+
+
+def test_an_email_whose_body_cannot_be_decoded_is_rejected_with_its_headers(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "good.eml").write_bytes(_email("fine", "a@example.org", "ok"))
+    (tmp_path / "mail" / "odd.eml").write_bytes(
+        b"Subject: odd\r\nFrom: b@example.org\r\n"
+        b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\nbody\r\n"
+    )
+    declaration = {
+        "sources": [source("mail/*.eml")],
+        "ingest": {"max_reject_share": 1.0},
+    }
+
+    records, rejects, _ = ingest(make_context, declaration)
+
+    assert records["subject"].tolist() == ["fine"]
+    assert rejects["reject_reason"].tolist() == ["bad_email"]
+    assert rejects["subject"].tolist() == ["odd"]
+    assert "x-no-such-charset" in rejects["reject_detail"].iloc[0]
+
+
+def test_a_rename_onto_an_existing_column_is_an_error(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "a.csv").write_text("body,text\nx,y\n")
+    declaration = {"sources": [source("a.csv", rename={"body": "text"})]}
+
+    with pytest.raises(SourceError, match=r"two columns named 'text' after `rename:`"):
+        ingest(make_context, declaration)
