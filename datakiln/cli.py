@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print what the last build made")
     p.add_argument("datasets", nargs="*", help="default: every declared dataset")
     p.set_defaults(func=cmd_summary)
+
+    from datakiln import audit
+    from datakiln.secrets import commands as secrets_commands
+
+    secrets_commands.add_parser(sub)
+    audit.add_parser(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from datakiln.errors import ConfigError, StaleParamsError
+from datakiln.secrets.refs import register_resolver
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,47 @@ class IngestConf:
     max_reject_share: float = 0.5
 
 
+class PiiAction(Enum):
+    """What clean does with each piece of personal data of one kind it finds."""
+
+    off = "off"  # not looked for
+    keep = "keep"  # left in place, counted
+    mask = "mask"  # replaced by <kind>
+    pseudonymise = "pseudonymise"  # replaced by <kind:token>, a keyed HMAC
+    drop = "drop"  # the record goes to the rejects as pii_<kind>
+
+
+@dataclass
+class PiiActionsConf:
+    """One action per kind of personal data (see datakiln/pii.py)."""
+
+    email: PiiAction = PiiAction.off
+    phone: PiiAction = PiiAction.off
+    # Card numbers that pass the Luhn check.
+    card: PiiAction = PiiAction.off
+    ip: PiiAction = PiiAction.off
+    # IBANs whose check digits are right.
+    iban: PiiAction = PiiAction.off
+    # @handles, as in tweets.
+    mention: PiiAction = PiiAction.off
+
+
+@dataclass
+class PiiConf:
+    """Personal data in the text columns, and columns that identify people."""
+
+    actions: PiiActionsConf = field(default_factory=PiiActionsConf)
+    # Text columns searched; empty means the clean columns.
+    columns: list[str] = field(default_factory=list)
+    # Country (ISO 3166 alpha-2) for phone numbers written without +<code>.
+    phone_region: str = "US"
+    # Columns whose every value is replaced by its pseudonym (an author id, a
+    # user name) before anything is published.
+    sensitive_columns: list[str] = field(default_factory=list)
+    # The pseudonym key: a sops secret reference, never a value.
+    key: str = "${secret:pii.pseudonym_key}"
+
+
 @dataclass
 class CleanConf:
     # Text columns the rules apply to.
@@ -110,6 +153,8 @@ class CleanConf:
     languages: list[str] = field(default_factory=list)
     # Texts shorter than this get language `und` and are kept and counted.
     language_min_chars: int = 20
+    # Personal data: detection, actions and pseudonyms (datakiln/pii.py).
+    pii: PiiConf = field(default_factory=PiiConf)
 
 
 @dataclass
@@ -242,6 +287,7 @@ def dataset_conf(params: DictConfig | dict[str, Any], name: str) -> DatasetConf:
             f"{PARAMS_FILE}: no dataset '{name}' (declared: {known}). Declare it in "
             f"{CONF_DIR}/dataset/{name}.yaml and list it in {CONF_DIR}/{CONF_NAME}.yaml"
         )
+    register_resolver()
     schema = OmegaConf.structured(DatasetConf)
     try:
         merged = OmegaConf.merge(schema, datasets[name])
@@ -265,6 +311,7 @@ def load_params(root: Path, overrides: list[str] | None = None) -> DictConfig:
             f"{root / PARAMS_FILE} is missing. Run `datakiln compose` to build it "
             f"from {CONF_DIR}/."
         )
+    register_resolver()
     with (
         _hydra_errors(PARAMS_FILE, overrides),
         initialize_config_dir(str(root.resolve()), version_base=None),
@@ -294,6 +341,7 @@ def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, An
     from hydra import compose, initialize_config_dir
 
     conf_dir = (root / CONF_DIR).resolve()
+    register_resolver()
     with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
         with initialize_config_dir(str(conf_dir), version_base=None):
             cfg = compose(config_name=CONF_NAME, overrides=overrides or [])
@@ -307,6 +355,7 @@ def write_params(root: Path, overrides: list[str] | None = None) -> Path:
     """Compose conf/ into params.yaml (what `dvc exp run` does by itself)."""
     from dvc.utils.hydra import compose_and_dump
 
+    register_resolver()
     target = root / PARAMS_FILE
     with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
         compose_and_dump(

@@ -18,9 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from datakiln.audit import audited
 from datakiln.config import DatasetConf, check_fresh, dataset_conf, load_params
 from datakiln.errors import DatakilnError
 from datakiln.paths import DatasetPaths
+from datakiln.secrets.store import preflight as preflight_secrets
 from datakiln.tables import write_json
 
 logger = logging.getLogger(__name__)
@@ -86,8 +88,10 @@ def main(stage: str, body: StageBody, argv: list[str] | None = None) -> None:
 
     try:
         ctx = context(stage, args.dataset, Path.cwd(), args.overrides)
+        # Secrets decrypt (or fail) before any work; each run is audited.
+        preflight_secrets(ctx.root, ctx.params, ctx.dataset)
         logger.info("%s@%s: starting", stage, args.dataset)
-        body(ctx)
+        audited(ctx, body)
     except DatakilnError as exc:
         if args.verbose:
             logger.exception("%s@%s failed", stage, args.dataset)
