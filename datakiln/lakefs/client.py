@@ -322,11 +322,15 @@ class LakeFS:
 
         return self.call(f"listing uncommitted changes on {repo}/{branch}", listing)
 
-    def changed_paths(self, repo: str, left: str, right: str) -> dict[str, str]:
-        """Paths that differ between two refs, each with its change type."""
+    def changed_paths(
+        self, repo: str, left: str, right: str, prefix: str = ""
+    ) -> dict[str, str]:
+        """Paths under `prefix` that differ between two refs, with the change type."""
 
         def listing() -> dict[str, str]:
-            diff = lakefs.Reference(repo, left, client=self.client).diff(right)
+            diff = lakefs.Reference(repo, left, client=self.client).diff(
+                right, prefix=prefix or None
+            )
             return {change.path: change.type for change in diff}
 
         return self.call(f"comparing {left} with {right} in {repo}", listing)

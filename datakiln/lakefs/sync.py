@@ -78,7 +78,7 @@ def sync_folder(
     With `mirror`, objects under the prefix that the folder lacks are deleted.
     """
     local = scan_folder(folder)
-    remote = _remote_state(lake, repo, branch, prefix)
+    remote = remote_state(lake, repo, branch, prefix)
     result = SyncResult()
     todo = []
     for relpath, file in local.items():
@@ -111,7 +111,7 @@ def sync_folder(
     return result
 
 
-def _remote_state(lake: LakeFS, repo: str, branch: str, prefix: str) -> dict[str, str]:
+def remote_state(lake: LakeFS, repo: str, branch: str, prefix: str) -> dict[str, str]:
     """Object path -> content hash (SHA-256 where we stored one, else checksum)."""
 
     def listing() -> dict[str, str]:
