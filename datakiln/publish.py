@@ -122,7 +122,8 @@ def build_local(ctx: StageContext) -> Built:
 
 def write_folder(ctx: StageContext, folder: Path) -> Built:
     tasks = [task.name for task in ctx.conf.label.tasks]
-    rows, labels = write_splits(ctx.paths.table(INPUT_STAGE), folder, tasks)
+    source = ctx.paths.table(INPUT_STAGE)
+    rows, labels = write_splits(source, folder, tasks, f"publish {ctx.dataset}")
     manifest = build_manifest(ctx.dataset, folder, rows)
     _write_json(folder / MANIFEST, manifest)
     built = Built(manifest, labels)
@@ -135,7 +136,7 @@ def write_folder(ctx: StageContext, folder: Path) -> Built:
 
 
 def write_splits(
-    source: Path, folder: Path, tasks: list[str]
+    source: Path, folder: Path, tasks: list[str], desc: str = "publish"
 ) -> tuple[dict[str, int], dict[str, dict[str, dict[str, int]]]]:
     """Copy the records of each split to `<split>.parquet`, types as stored."""
     schema = pq.read_schema(source)
@@ -150,7 +151,7 @@ def write_splits(
     total = max(1, math.ceil(pq.ParquetFile(source).metadata.num_rows / BATCH_ROWS))
     try:
         batches = read_arrow_batches(source, BATCH_ROWS)
-        for batch in progress(batches, total, f"publish {folder.name}", "batches"):
+        for batch in progress(batches, total, desc, "batches"):
             table = pa.Table.from_batches([batch])
             for name, part in route(table).items():
                 writers[name].write_table(part)
@@ -403,13 +404,15 @@ def _card_sources(conf: DatasetConf) -> str:
 
 
 def stage_counts(metrics: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
-    """Rows in, rows out and rows rejected, read from one stage's metrics."""
+    """Rows in, rows out and rows removed, read from one stage's metrics."""
     rows_in = _first_int(metrics, "rows_in", "rows", "records")
     rows_out = _first_int(metrics, "rows_out", "rows_total", "rows", "records")
-    rejects = metrics.get("rejects", metrics.get("rejected"))
-    if isinstance(rejects, dict):
-        rejects = sum(v for v in rejects.values() if isinstance(v, int))
-    return rows_in, rows_out, rejects if isinstance(rejects, int) else None
+    removed = metrics.get("rejected", metrics.get("rejects"))
+    if isinstance(removed, dict):
+        removed = sum(v for v in removed.values() if isinstance(v, int))
+    if not isinstance(removed, int) and rows_in is not None and rows_out is not None:
+        removed = rows_in - rows_out
+    return rows_in, rows_out, removed if isinstance(removed, int) else None
 
 
 def _first_int(metrics: dict[str, Any], *keys: str) -> int | None:
@@ -424,7 +427,7 @@ def _card_stages(metrics: dict[str, dict[str, Any]]) -> str:
     lines = [
         "## Records per stage",
         "",
-        "| stage | rows in | rows out | rejected |",
+        "| stage | rows in | rows out | removed |",
         "|---|---:|---:|---:|",
     ]
     for stage, report in metrics.items():

@@ -280,7 +280,7 @@ def split_metrics(
                 "op": "<=",
                 "passed": leaks == 0,
                 "action": "fail",
-                "detail": "duplicate groups found in more than one split",
+                "detail": f"{leaks} duplicate groups span more than one split",
             }
         },
     }

@@ -503,7 +503,9 @@ def evaluate_gates(
                     0,
                     "<=",
                     action=gates.conflicting_labels,
-                    detail=(conflicts or {}).get(task.name, ""),
+                    detail=(conflicts or {}).get(
+                        task.name, f"no {gates.text_column} carries two labels"
+                    ),
                 )
             )
     return judged

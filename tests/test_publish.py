@@ -166,7 +166,10 @@ def test_card_tells_what_was_built_and_how(make_context: MakeContext) -> None:
     ctx = make_context("validate", declaration())
     ctx.paths.metrics("ingest").parent.mkdir(parents=True)
     ctx.paths.metrics("ingest").write_text(
-        json.dumps({"rows_in": 130, "rows_out": 128, "rejects": {"bad_row": 2}})
+        json.dumps({"rows_in": 130, "rows_out": 129, "rejects": {"bad_row": 1}})
+    )
+    ctx.paths.metrics("dedup").write_text(
+        json.dumps({"rows_in": 129, "rows_out": 128, "exact": 1, "near": 0})
     )
 
     ctx = publish_records(
@@ -181,8 +184,9 @@ def test_card_tells_what_was_built_and_how(make_context: MakeContext) -> None:
     assert "Reviews, labelled by mood." in card
     assert "License: CC0-1.0" in card
     assert "| reviews | `data/raw/sample/reviews.csv` |" in card
-    assert "| ingest | 130 | 128 | 2 |" in card
-    assert "| validate | 128 | 128 | – |" in card
+    assert "| ingest | 130 | 129 | 1 |" in card
+    assert "| dedup | 129 | 128 | 1 |" in card
+    assert "| validate | 128 | 128 | 0 |" in card
     out = pq.read_table(ctx.paths.table("split")).to_pandas()
     good = out[out["mood"] == "good"]["split"].value_counts()
     cells = " | ".join(f"{good.get(s, 0):,}" for s in ("train", "validation", "test"))
