@@ -624,8 +624,12 @@ def rejects_schema(columns: list[str]) -> pa.Schema:
 
 
 def run(ctx: StageContext) -> None:
+    from datakiln.lakefs.pin import pinned_conf
+
     conf = ctx.conf
     check_declaration(conf, ctx.dataset)
+    # lakefs:// sources are read at the commits pinned in the dataset's lock file.
+    conf = pinned_conf(conf, ctx.root, ctx.dataset)
     survey = survey_sources(conf, ctx.root)
     types = column_types(survey, conf.schema, ctx.dataset)
     logger.info("columns: %s", ", ".join(f"{c} ({t})" for c, t in types.items()))

@@ -578,12 +578,16 @@ def test_derive_takes_the_first_group_of_a_pattern(
 # ------------------------------------------------------------ declaration errors
 
 
-def test_a_lakefs_source_is_a_clear_error_for_now(make_context: MakeContext) -> None:
+def test_an_unpinned_lakefs_source_names_the_pin_command(
+    make_context: MakeContext,
+) -> None:
+    # Reading lakeFS at pinned commits is tested in tests/test_lakefs_pin.py.
     ctx = make_context("ingest", {"sources": [source("lakefs://repo/main/data.csv")]})
 
     with pytest.raises(
         SourceError,
-        match=r"source 'src': path 'lakefs://repo/main/data.csv' is in lakeFS",
+        match=r"source 'src' is declared as lakefs://repo/main/data.csv but the "
+        r"lock file has no pin\. Run `datakiln lakefs pin sample`",
     ):
         run(ctx)
 

@@ -2,9 +2,9 @@
 
 `open_source_files` is the one place that turns a source's `path` into byte
 streams: a local file, a glob, a folder, or an archive (zip, tar, tar.gz, gz)
-expanded member by member. A new kind of location (lakeFS, say) plugs in here
-by yielding its objects through `expand`, which applies the same archive and
-member rules to any byte stream.
+expanded member by member. lakeFS sources (`lakefs://repo/commit/path`) plug
+in here: datakiln.lakefs.source yields their objects through `expand`, which
+applies the same archive and member rules to any byte stream.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ def open_source_files(source: SourceConf, root: Path) -> Iterator[SourceFile]:
     for the next file.
     """
     if source.path.startswith("lakefs://"):
-        raise SourceError(
-            f"source '{source.name}': path '{source.path}' is in lakeFS, which "
-            f"ingest cannot read yet. Copy the objects to a local folder (for "
-            f"example with `lakectl fs download`) and point `path` at it."
-        )
+        # Objects at a pinned commit, expanded by the same rules as local files.
+        from datakiln.lakefs.source import open_lakefs_files
+
+        yield from open_lakefs_files(source)
+        return
     if "://" in source.path:
         raise SourceError(
             f"source '{source.name}': path '{source.path}' has a URL scheme ingest "
