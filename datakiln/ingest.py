@@ -171,14 +171,22 @@ def derive_columns(
     frame = frame.copy()
     unmatched: dict[str, int] = {}
     for column, rule in derive.items():
-        if rule.column not in frame.columns:
-            frame[rule.column] = pd.Series([None] * len(frame), index=frame.index)
-        text = as_texts(frame[rule.column])
-        found = text.str.extract(rule.pattern, expand=True)[0]
-        derived = found.astype(object).where(found.notna(), None)
-        unmatched[column] = int((derived.isna() & text.notna()).sum())
-        frame[column] = derived
+        if rule.column in frame.columns:
+            text = as_texts(frame[rule.column])
+        else:
+            text = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        pattern = re.compile(rule.pattern)
+        derived = [_first_group(pattern, value) for value in text.tolist()]
+        unmatched[column] = sum(
+            d is None and t is not None for d, t in zip(derived, text, strict=True)
+        )
+        frame[column] = pd.Series(derived, index=frame.index, dtype=object)
     return frame, unmatched
+
+
+def _first_group(pattern: re.Pattern[str], value: str | None) -> str | None:
+    match = None if value is None else pattern.search(value)
+    return None if match is None else match.group(1)
 
 
 def cast_frame(
@@ -277,8 +285,8 @@ def survey_sources(conf: DatasetConf, root: Path) -> Survey:
         for file, batch in batches:
             survey.batches[source.name] += 1
             seen.update(batch.frame.columns)
+            _check_columns(batch, source, file.name)
             frame, _ = shape_frame(raw_frame(batch, source, file.folder), source)
-            _check_columns(frame, batch, source, file.name)
             survey.columns.update(dict.fromkeys(frame.columns))
             _observe(survey, frame, batch, source, set(conf.schema))
             if batch.arrow_types is not None:
@@ -291,28 +299,27 @@ def survey_sources(conf: DatasetConf, root: Path) -> Survey:
     return survey
 
 
-def _check_columns(
-    frame: pd.DataFrame, batch: RawBatch, source: SourceConf, file_name: str
-) -> None:
-    twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+def _check_columns(batch: RawBatch, source: SourceConf, file_name: str) -> None:
+    """Refuse a batch whose columns, once renamed and added to, would clash."""
+    names = [source.rename.get(n, n) for n in batch.frame.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SourceError(
             f"{file_name}: source '{source.name}' has two columns named "
             f"'{twice[0]}' after `rename:`. Rename one of them to another name."
         )
-    clash = sorted(RESERVED & set(frame.columns))
-    if clash:
-        raise SourceError(
-            f"{file_name}: column {clash[0]!r} has the name of a column ingest "
-            f"adds. Rename it in source '{source.name}' with `rename: "
-            f"{{{clash[0]}: original_{clash[0]}}}`."
-        )
-    renamed = {source.rename.get(n, n) for n in batch.frame.columns}
     added = [*source.derive, *source.constants]
     if source.folder_column:
         added.append(source.folder_column)
+    clash = sorted(RESERVED & {*names, *added})
+    if clash:
+        raise SourceError(
+            f"{file_name}: column {clash[0]!r} has the name of a column ingest "
+            f"adds. In source '{source.name}', `rename:` it (for example "
+            f"`{clash[0]}: original_{clash[0]}`) or choose another name."
+        )
     for column in added:
-        if column in renamed:
+        if column in names:
             raise SourceError(
                 f"{file_name}: source '{source.name}' adds column '{column}' (by "
                 f"derive, constants or folder_column) but the file has one of that "
@@ -460,11 +467,10 @@ class Writer:
         batches = read_source(source, root, batch_rows, counts.stats)
         for file, batch in progress(batches, total, f"ingest {source.name}", "batches"):
             raw = raw_frame(batch, source, file.folder)
-            keys = content_keys(raw)
             frame, unmatched = shape_frame(raw, source)
             counts.derive_unmatched.update(unmatched)
             frame = conform(frame, self.columns)
-            record_ids = self._record_ids(frame, keys, source, ids)
+            record_ids = self._record_ids(raw, frame, source, ids)
             typed, problems = cast_frame(frame, self.types, self.required)
             self._check_ids(frame, problems, source, ids, file.name, batch.rows)
             counts.rows_in += len(frame) + len(batch.rejects)
@@ -484,16 +490,19 @@ class Writer:
         return counts
 
     def _record_ids(
-        self, frame: pd.DataFrame, keys: list[str], source: SourceConf, ids: RecordIds
+        self, raw: pd.DataFrame, frame: pd.DataFrame, source: SourceConf, ids: RecordIds
     ) -> list[str]:
-        values = (
+        """Ids from the declared id column, else from the raw record's content."""
+        values: list[str | None] = (
             as_texts(frame[source.id_column]).tolist()
             if source.id_column
             else [None] * len(frame)
         )
+        need_content = [value is None for value in values]
+        keys = iter(content_keys(raw[need_content]) if any(need_content) else [])
         return [
-            ids.from_content(key) if value is None else ids.from_id(value)
-            for key, value in zip(keys, values, strict=True)
+            ids.from_content(next(keys)) if value is None else ids.from_id(value)
+            for value in values
         ]
 
     def _check_ids(

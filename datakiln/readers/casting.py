@@ -208,6 +208,8 @@ def cast_column(values: pd.Series, type_name: str) -> tuple[pd.Series, dict[int,
 
     A failed value becomes null in the result; the caller rejects its row.
     """
+    if type_name == "string" and _all_text(values):
+        return values.astype("string"), {}
     convert = CONVERTERS[type_name]
     out: list[object] = []
     errors: dict[int, str] = {}
@@ -232,9 +234,13 @@ def as_text(value: object) -> str | None:
 
 def as_texts(values: pd.Series) -> pd.Series:
     """`as_text` of every value, skipping the work when all are text already."""
-    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+    if _all_text(values):
         return values.astype(object).where(values.notna(), None)
     return values.map(as_text).astype(object)
+
+
+def _all_text(values: pd.Series) -> bool:
+    return pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty")
 
 
 def to_string(value: object) -> str:
