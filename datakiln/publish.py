@@ -306,7 +306,8 @@ def recover(final: Path) -> None:
 
 def card_facts(ctx: StageContext, built: Built) -> dict[str, Any]:
     """Everything the card shows, gathered from the declaration and metrics."""
-    params = OmegaConf.to_container(ctx.params.dataset[ctx.dataset], resolve=True)
+    # Unresolved: a `${secret:...}` reference stays a name, never a value.
+    params = OmegaConf.to_container(ctx.params.dataset[ctx.dataset], resolve=False)
     metrics = {
         stage: json.loads(path.read_text())
         for stage in STAGES
