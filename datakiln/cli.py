@@ -68,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     from datakiln import audit
+    from datakiln.lakefs import commands as lakefs_commands
     from datakiln.secrets import commands as secrets_commands
 
     secrets_commands.add_parser(sub)
     audit.add_parser(sub)
+    lakefs_commands.add_parser(sub)
     return parser
 
 

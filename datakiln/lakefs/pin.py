@@ -12,8 +12,6 @@ exactly those commits, never the moving ref. So:
   changed, and keeps every other pin, so a build never moves a pin by itself;
 - checking out an older git commit brings back its lock file, and a rebuild
   reads exactly the same raw bytes.
-
-(The lock lives outside `conf/` because `compose@` depends on all of `conf/`.)
 """
 
 from __future__ import annotations
@@ -31,10 +29,11 @@ from datakiln.errors import ConfigError, SourceError
 from datakiln.lakefs.client import LakeFS, connect
 from datakiln.lakefs.credentials import CredentialsProvider
 from datakiln.lakefs.uri import LakeFSURI, is_lakefs
+from datakiln.lakefs.versions import lock_path, write_if_changed
+from datakiln.stage import StageContext
 
 logger = logging.getLogger(__name__)
 
-VERSIONS_DIR = "versions"
 COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
 _HEADER = (
     "# Raw inputs of dataset {dataset}, pinned to lakeFS commits. Written by\n"
@@ -51,10 +50,6 @@ class Pin:
     @property
     def pinned_uri(self) -> LakeFSURI:
         return LakeFSURI.parse(self.uri).at(self.commit)
-
-
-def lock_path(root: Path, dataset: str) -> Path:
-    return root / VERSIONS_DIR / f"{dataset}.lock.yaml"
 
 
 def lakefs_sources(conf: DatasetConf, dataset: str) -> dict[str, LakeFSURI]:
@@ -97,13 +92,7 @@ def write_lock(root: Path, dataset: str, pins: dict[str, Pin]) -> bool:
         },
     }
     text = _HEADER.format(dataset=dataset) + yaml.safe_dump(body, sort_keys=False)
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return True
+    return write_if_changed(path, text)
 
 
 def pin_dataset(
@@ -165,3 +154,14 @@ def pinned_conf(conf: DatasetConf, root: Path, dataset: str) -> DatasetConf:
             )
         sources.append(replace(source, path=str(pin.pinned_uri)))
     return replace(conf, sources=sources)
+
+
+def run(ctx: StageContext) -> None:
+    """DVC stage `pin@<dataset>`: pin new or changed addresses, keep the rest."""
+    pins, changed = pin_dataset(ctx.root, ctx.dataset, ctx.conf, keep=True)
+    logger.info(
+        "pin@%s: %d lakeFS sources pinned%s",
+        ctx.dataset,
+        len(pins),
+        "" if changed else " (unchanged)",
+    )

@@ -25,55 +25,33 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lakefs.exceptions import ConflictException
 from omegaconf import OmegaConf
 
 import datakiln
 from datakiln.errors import ConfigError, LakeFSError
 from datakiln.lakefs.client import LakeFS, connect, object_metadata
-from datakiln.lakefs.pin import VERSIONS_DIR
 from datakiln.lakefs.sync import UploadHook, remote_state, scan_folder, sync_folder
+from datakiln.lakefs.versions import (
+    AWAITING_REVIEW,
+    MERGED,
+    PublishRef,
+    read_ref,
+    write_ref,
+)
 from datakiln.stage import StageContext
 
 logger = logging.getLogger(__name__)
 
-MERGED = "merged"
-AWAITING_REVIEW = "awaiting review"
-_HEADER = (
-    "# Where dataset {dataset} is published. Written by publish@{dataset}; commit\n"
-    "# it, so the history of this file is the history of the dataset's versions.\n"
-)
 _SHOWN_PATHS = 20
 
 
 class PublishRefused(LakeFSError):
     """lakeFS is in a state a publish must not change (dirty or conflicting)."""
-
-
-@dataclass(frozen=True)
-class PublishRef:
-    dataset: str
-    repository: str
-    target_branch: str
-    path: str
-    build_branch: str
-    # The commit holding this version of the dataset.
-    commit: str
-    # The commit of the target branch that made it visible there; null while
-    # the build branch awaits review.
-    merge_commit: str | None
-    status: str
-
-    @property
-    def uri(self) -> str:
-        return (
-            f"lakefs://{self.repository}/{self.merge_commit or self.commit}/{self.path}"
-        )
 
 
 @dataclass(frozen=True)
@@ -100,10 +78,6 @@ class Build:
         }
         values.update({f"rows_{name}": count for name, count in self.rows.items()})
         return object_metadata(values)
-
-
-def ref_path(root: Path, dataset: str) -> Path:
-    return root / VERSIONS_DIR / f"{dataset}.ref.yaml"
 
 
 # ------------------------------------------------------------------ the target
@@ -381,45 +355,3 @@ def _listing(paths: list[str]) -> str:
 def _branch_name(text: str) -> str:
     # lakeFS branch names: word characters and dashes, starting with a word one.
     return re.sub(r"[^\w-]", "-", text)
-
-
-# ------------------------------------------------------------------ ref file
-
-
-def write_ref(root: Path, ref: PublishRef) -> bool:
-    """Write the ref file; False (and no write) when it would not change."""
-    path = ref_path(root, ref.dataset)
-    body = asdict(ref) | {"uri": ref.uri}
-    text = _HEADER.format(dataset=ref.dataset) + yaml.safe_dump(body, sort_keys=False)
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return True
-
-
-def read_ref(root: Path, dataset: str) -> PublishRef | None:
-    path = ref_path(root, dataset)
-    if not path.exists():
-        return None
-    data: Any = yaml.safe_load(path.read_text()) or {}
-    if data.get("target", "lakefs") != "lakefs" or "repository" not in data:
-        return None
-    fields = {name: data.get(name) for name in PublishRef.__dataclass_fields__}
-    return PublishRef(**fields)
-
-
-def write_local_ref(root: Path, dataset: str, folder: str) -> bool:
-    """The ref file of a dataset published only locally (dvc.yaml declares one
-    for every dataset)."""
-    path = ref_path(root, dataset)
-    text = _HEADER.format(dataset=dataset) + yaml.safe_dump(
-        {"dataset": dataset, "target": "local", "folder": folder}, sort_keys=False
-    )
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return True

@@ -119,7 +119,7 @@ def start(
     """
     binary = binary or ensure_binary()
     data_dir = data_dir.resolve()
-    port = port or free_port()
+    port = port or _previous_port(data_dir) or free_port()
     credentials = _write_config(data_dir, port)
     started = time.monotonic()
     with open(data_dir / LOG_NAME, "ab") as log:
@@ -196,6 +196,20 @@ def _write_config(data_dir: Path, port: int) -> Credentials:
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
     return _credentials_from_config(data_dir, port)
+
+
+def _previous_port(data_dir: Path) -> int | None:
+    """The port of an earlier start, if it is free: clients keep their endpoint."""
+    path = data_dir / CONFIG_NAME
+    if not path.exists():
+        return None
+    port = int(str(yaml.safe_load(path.read_text())["listen_address"]).rsplit(":")[-1])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return None
+    return port
 
 
 def _credentials_from_config(data_dir: Path, port: int) -> Credentials:
