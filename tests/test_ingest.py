@@ -742,3 +742,66 @@ def test_a_rename_onto_an_existing_column_is_an_error(
 
     with pytest.raises(SourceError, match=r"two columns named 'text' after `rename:`"):
         ingest(make_context, declaration)
+
+
+def test_a_quote_never_closed_is_one_rejected_record_holding_the_rest(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "a.csv").write_text(
+        'id,text\n1,ok\n2,"never closed\n3,lost?\n4,not lost\n'
+    )
+    declaration = {"sources": [source("a.csv")], "ingest": {"max_reject_share": 1.0}}
+
+    records, rejects, metrics = ingest(make_context, declaration)
+
+    assert records["id"].tolist() == [1]
+    assert rejects["reject_reason"].tolist() == ["malformed_csv"]
+    assert rejects["raw"].tolist() == ['2,"never closed\n3,lost?\n4,not lost']
+    assert "line 3: unexpected end of data" in rejects["reject_detail"].iloc[0]
+    assert metrics["rows_in"] == 2
+
+
+def test_text_after_a_closing_quote_is_rejected_not_glued_on(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "a.csv").write_text(
+        'id,text\n1,"quoted"tail\n2,fine\n3,"also ""fine"""\n'
+    )
+    declaration = {"sources": [source("a.csv")], "ingest": {"max_reject_share": 1.0}}
+
+    records, rejects, _ = ingest(make_context, declaration)
+
+    assert records["text"].tolist() == ["fine", 'also "fine"']
+    assert rejects["raw"].tolist() == ['1,"quoted"tail']
+    assert rejects["reject_reason"].tolist() == ["malformed_csv"]
+
+
+def test_a_declared_legacy_encoding_is_honoured(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "a.csv").write_bytes("id,text\n1,café crème\n".encode("cp1252"))
+    declaration = {"sources": [source("a.csv", encoding="cp1252")]}
+
+    records, rejects, _ = ingest(make_context, declaration)
+
+    assert rejects.empty
+    assert records["text"].tolist() == ["café crème"]
+
+
+def test_a_csv_with_only_a_header_gives_an_empty_table_with_its_columns(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "a.csv").write_text("id,text\n")
+
+    records, rejects, metrics = ingest(make_context, {"sources": [source("a.csv")]})
+
+    assert records.empty and rejects.empty
+    assert list(records.columns) == [
+        "record_id",
+        "id",
+        "text",
+        "source_name",
+        "source_file",
+        "source_row",
+    ]
+    assert metrics["rows_in"] == 0
