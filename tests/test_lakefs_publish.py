@@ -12,15 +12,12 @@ from lakefs_fixtures import FAST_RETRY, StartServer
 
 from datakiln.lakefs.client import LakeFS, LakeFSAuthError, LakeFSUnavailableError
 from datakiln.lakefs.publish import (
-    AWAITING_REVIEW,
-    MERGED,
     Build,
     PublishRefused,
     publish_folder,
     publish_lakefs,
-    read_ref,
-    ref_path,
 )
+from datakiln.lakefs.versions import AWAITING_REVIEW, MERGED, read_ref, ref_path
 from datakiln.stage import StageContext
 
 Publish = Callable[..., object]
