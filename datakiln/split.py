@@ -90,7 +90,7 @@ def group_keys(frame: pd.DataFrame) -> pd.Series:
 def count_groups(frame: pd.DataFrame, stratify: str | None) -> pd.DataFrame:
     """Rows per (group, label) in one batch; batches add up with `merge_groups`."""
     labels = (
-        frame[stratify].astype(object).where(frame[stratify].notna(), UNLABELLED)
+        frame[stratify].astype(str).where(frame[stratify].notna(), UNLABELLED)
         if stratify is not None
         else pd.Series(UNLABELLED, index=frame.index, dtype=object)
     )
@@ -197,32 +197,42 @@ def run(ctx: StageContext) -> None:
     wanted = ["record_id", "dup_group", *([conf.stratify] if conf.stratify else [])]
     keys = [c for c in wanted if c in names]
 
-    rows = pq.ParquetFile(path).metadata.num_rows
-    total = max(1, math.ceil(rows / BATCH_ROWS))
     parts = [
         count_groups(batch.to_pandas(), conf.stratify)
         for batch in read_arrow_batches(path, BATCH_ROWS, columns=keys)
     ]
     allocation = allocate(merge_groups(parts), conf)
-    lookup = allocation.set_index("group")[SPLIT_COLUMN]
+    leaks = write_split(ctx, keys, allocation.set_index("group")[SPLIT_COLUMN])
 
-    seen = []
-    out = ctx.paths.table(ctx.stage)
-    with ParquetSink(out, _empty_schema(path)) as sink:
+    ctx.write_metrics(split_metrics(ctx, allocation, leaks))
+    logger.info(
+        "split@%s: %s",
+        ctx.dataset,
+        ", ".join(f"{n} {c:,}" for n, c in _rows(allocation).items()),
+    )
+
+
+def write_split(ctx: StageContext, keys: list[str], lookup: pd.Series) -> int:
+    """Copy the records with their split added; return groups in several splits.
+
+    The file only appears when complete, and not at all if a group leaked.
+    """
+    path = ctx.paths.table(INPUT_STAGE)
+    total = max(1, math.ceil(pq.ParquetFile(path).metadata.num_rows / BATCH_ROWS))
+    seen = [_no_pairs()]
+    with ParquetSink(ctx.paths.table(ctx.stage), _empty_schema(path)) as sink:
         batches = read_arrow_batches(path, BATCH_ROWS)
         for batch in progress(batches, total, f"split {ctx.dataset}", "batches"):
             frame = batch.select(keys).to_pandas()
             splits = assign(frame, lookup)
+            groups = group_keys(frame).astype(str)
             seen.append(
-                pd.DataFrame(
-                    {"group": group_keys(frame).astype(str), SPLIT_COLUMN: splits}
-                ).drop_duplicates()
+                pd.DataFrame({"group": groups, SPLIT_COLUMN: splits}).drop_duplicates()
             )
             table = pa.Table.from_batches([batch])
-            sink.write_table(
-                table.append_column(SPLIT_COLUMN, pa.array(splits, pa.string()))
-            )
-        leaks = groups_in_several_splits(pd.concat(seen) if seen else _no_pairs())
+            column = pa.array(splits, pa.string())
+            sink.write_table(table.append_column(SPLIT_COLUMN, column))
+        leaks = groups_in_several_splits(pd.concat(seen))
         if len(leaks):
             raise GateError(
                 f"gate dup_group_leak: value {len(leaks)}, bound <= 0: duplicate "
@@ -230,13 +240,7 @@ def run(ctx: StageContext) -> None:
                 f"{', '.join(map(repr, leaks.index[:3]))}. "
                 f"This is a bug in datakiln.split; please report it."
             )
-
-    ctx.write_metrics(split_metrics(ctx, allocation, len(leaks)))
-    logger.info(
-        "split@%s: %s",
-        ctx.dataset,
-        ", ".join(f"{n} {c:,}" for n, c in _rows(allocation).items()),
-    )
+    return len(leaks)
 
 
 def require_validated(ctx: StageContext) -> None:
@@ -248,7 +252,8 @@ def require_validated(ctx: StageContext) -> None:
         raise GateError(f"{shown} is missing: the records are not validated. {rerun}")
     report = json.loads(report_path.read_text())
     if not report.get("passed"):
-        failed = [n for n, g in report.get("gates", {}).items() if not g.get("passed")]
+        gates = report.get("gates", {}).items()
+        failed = [n for n, g in gates if not g["passed"] and g["action"] == "fail"]
         raise GateError(
             f"{shown}: validation failed (gates: {', '.join(failed) or 'none'}; schema "
             f"passed: {report.get('schema', {}).get('passed')}). Fix it, then {rerun}"

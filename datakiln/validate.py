@@ -459,56 +459,75 @@ def evaluate_gates(
     `conflicts` maps a label task to a description of its conflicting texts;
     their number is taken from `stats`.
     """
+    by_name = {task.name: task for task in tasks}
+    judged = _row_gates(stats, gates) + _null_gates(stats, gates)
+    judged += _coverage_gates(stats, gates)
+    judged += [
+        _class_gate(stats, by_name[name], bound)
+        for name, bound in sorted(gates.min_class_share.items())
+    ]
+    if gates.conflicting_labels != "ignore":
+        judged += [_conflict_gate(stats, gates, task, conflicts) for task in tasks]
+    return judged
+
+
+def _row_gates(stats: Stats, gates: GateConf) -> list[Gate]:
     key = "validate.gates"
     judged = [Gate("rows.min", f"{key}.min_rows", stats.rows, gates.min_rows, ">=")]
     if gates.max_rows is not None:
         judged.append(
             Gate("rows.max", f"{key}.max_rows", stats.rows, gates.max_rows, "<=")
         )
-    for column, bound in sorted(gates.max_null_share.items()):
-        share = _share(stats.nulls[column], stats.rows)
-        judged.append(
-            Gate(
-                f"null_share.{column}",
-                f"{key}.max_null_share.{column}",
-                share,
-                bound,
-                "<=",
-                detail=f"{stats.nulls[column]:,} of {stats.rows:,} rows are null",
-            )
-        )
-    by_name = {task.name: task for task in tasks}
-    for task_name, bound in sorted(gates.min_label_coverage.items()):
-        labelled = stats.labelled[task_name]
-        judged.append(
-            Gate(
-                f"label_coverage.{task_name}",
-                f"{key}.min_label_coverage.{task_name}",
-                _share(labelled, stats.rows),
-                bound,
-                ">=",
-                detail=f"{labelled:,} of {stats.rows:,} rows have a label",
-            )
-        )
-    for task_name, bound in sorted(gates.min_class_share.items()):
-        judged.append(_class_gate(stats, by_name[task_name], bound))
-    if gates.conflicting_labels != "ignore":
-        for task in tasks:
-            found = conflicting_texts(stats, task.name)
-            judged.append(
-                Gate(
-                    f"conflicting_labels.{task.name}",
-                    f"{key}.conflicting_labels",
-                    len(found),
-                    0,
-                    "<=",
-                    action=gates.conflicting_labels,
-                    detail=(conflicts or {}).get(
-                        task.name, f"no {gates.text_column} carries two labels"
-                    ),
-                )
-            )
     return judged
+
+
+def _null_gates(stats: Stats, gates: GateConf) -> list[Gate]:
+    return [
+        Gate(
+            f"null_share.{column}",
+            f"validate.gates.max_null_share.{column}",
+            _share(stats.nulls[column], stats.rows),
+            bound,
+            "<=",
+            detail=f"{stats.nulls[column]:,} of {stats.rows:,} rows are null",
+        )
+        for column, bound in sorted(gates.max_null_share.items())
+    ]
+
+
+def _coverage_gates(stats: Stats, gates: GateConf) -> list[Gate]:
+    return [
+        Gate(
+            f"label_coverage.{task}",
+            f"validate.gates.min_label_coverage.{task}",
+            _share(stats.labelled[task], stats.rows),
+            bound,
+            ">=",
+            detail=f"{stats.labelled[task]:,} of {stats.rows:,} rows have a label",
+        )
+        for task, bound in sorted(gates.min_label_coverage.items())
+    ]
+
+
+def _conflict_gate(
+    stats: Stats,
+    gates: GateConf,
+    task: LabelTaskConf,
+    conflicts: dict[str, str] | None,
+) -> Gate:
+    found = conflicting_texts(stats, task.name)
+    detail = (conflicts or {}).get(
+        task.name, f"no {gates.text_column} carries two labels"
+    )
+    return Gate(
+        f"conflicting_labels.{task.name}",
+        "validate.gates.conflicting_labels",
+        len(found),
+        0,
+        "<=",
+        action=gates.conflicting_labels,
+        detail=detail,
+    )
 
 
 def _class_gate(stats: Stats, task: LabelTaskConf, bound: float) -> Gate:
@@ -564,9 +583,10 @@ def run(ctx: StageContext) -> None:
     ctx.write_metrics(report)
     raise_on_failure(ctx, list(failures.values()), judged)
     logger.info(
-        "validate@%s: %s rows, schema and %d gates passed",
+        "validate@%s: %s rows; schema passed; %d of %d gates passed",
         ctx.dataset,
         f"{stats.rows:,}",
+        sum(g.passed for g in judged),
         len(judged),
     )
 
