@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from datakiln.config import PiiAction, PiiConf
@@ -47,10 +48,15 @@ _EMAIL = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
 )
 _MENTION = re.compile(r"(?<![\w@/.])@([A-Za-z0-9_]{1,30})(?![\w@])")
-_CARD = re.compile(r"(?<![\w/.,-])(?:\d[ -]?){12,18}\d(?![\w/]|[.,-]\d)")
+_CARD = re.compile(r"(?<![\w/.,-])\d(?:[ -]?\d){12,18}(?![\w/]|[.,-]\d)")
+_CARD_HINT = re.compile(r"\d{4}[ -]?\d{4}")
 _IBAN = re.compile(r"(?<!\w)[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?!\w)")
+_IBAN_HINT = re.compile(r"[A-Z]{2}\d{2}")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:])[0-9A-Fa-f:]{3,39}(?![\w:])")
+_IPV4_HINT = re.compile(r"\d\.\d{1,3}\.\d")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_PHONE_RUN = re.compile(r"\+?\(?\d[\d\s().\-/]{5,24}\d")
+_DIGIT = re.compile(r"\d")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _TOKEN = re.compile(rf"<(?:{'|'.join(KINDS)})(?::[0-9a-f]{{{TOKEN_HEX}}})?>")
 
@@ -105,6 +111,8 @@ def _mentions(text: str, region: str) -> Iterator[Match]:
 def _cards(text: str, region: str) -> Iterator[Match]:
     from stdnum import luhn
 
+    if not _CARD_HINT.search(text):
+        return
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn.is_valid(digits):
@@ -114,6 +122,8 @@ def _cards(text: str, region: str) -> Iterator[Match]:
 def _ibans(text: str, region: str) -> Iterator[Match]:
     from stdnum import iban
 
+    if not _IBAN_HINT.search(text):
+        return
     for m in _IBAN.finditer(text):
         parts = m.group().split(" ")
         # The pattern may run on into the next word; try shorter spans too.
@@ -126,13 +136,14 @@ def _ibans(text: str, region: str) -> Iterator[Match]:
 
 
 def _ips(text: str, region: str) -> Iterator[Match]:
-    for m in _IPV4.finditer(text):
+    ipv4 = _IPV4.finditer(text) if _IPV4_HINT.search(text) else iter(())
+    for m in ipv4:
         try:
             address = ipaddress.IPv4Address(m.group())
         except ValueError:
             continue
         yield Match(m.start(), m.end(), "ip", str(address))
-    if text.count(":") < 2:
+    if "::" not in text and text.count(":") < 7:
         return
     for m in _IPV6.finditer(text):
         candidate = m.group()
@@ -146,18 +157,20 @@ def _ips(text: str, region: str) -> Iterator[Match]:
 
 
 def _phones(text: str, region: str) -> Iterator[Match]:
-    if sum(c.isdigit() for c in text) < 7:
-        return
     import phonenumbers
 
-    matcher = phonenumbers.PhoneNumberMatcher(
-        text, region, leniency=phonenumbers.Leniency.VALID
-    )
-    for m in matcher:
-        canonical = phonenumbers.format_number(
-            m.number, phonenumbers.PhoneNumberFormat.E164
+    # The matcher is slow on long texts; give it only runs that could be phones.
+    for run in _PHONE_RUN.finditer(text):
+        if sum(c.isdigit() for c in run.group()) < 7:
+            continue
+        matcher = phonenumbers.PhoneNumberMatcher(
+            run.group(), region, leniency=phonenumbers.Leniency.VALID
         )
-        yield Match(m.start, m.end, "phone", canonical)
+        for m in matcher:
+            canonical = phonenumbers.format_number(
+                m.number, phonenumbers.PhoneNumberFormat.E164
+            )
+            yield Match(run.start() + m.start, run.start() + m.end, "phone", canonical)
 
 
 _DETECTORS: dict[str, Callable[[str, str], Iterator[Match]]] = {
@@ -179,16 +192,25 @@ def find(
     took is blanked out before the next looks, so a card number cannot spoil
     the phone number beside it, and a rerun never matches its own tokens.
     """
-    work = _blank(text, [(m.start(), m.end()) for m in _TOKEN.finditer(text)])
-    urls = [(m.start(), m.end()) for m in _URL.finditer(text)]
+    if "@" not in text and _DIGIT.search(text) is None:
+        return []
+    tokens = _TOKEN.finditer(text) if "<" in text else iter(())
+    work = _blank(text, [(m.start(), m.end()) for m in tokens])
+    # Numbers and @ inside URLs are paths and ids, not phones or mentions.
+    plain = _blank(work, [(m.start(), m.end()) for m in _URL.finditer(work)])
+    has_digit = _DIGIT.search(plain) is not None
     found: list[Match] = []
     for kind in KINDS:
         if kind not in kinds:
             continue
-        view = _blank(work, urls) if kind in _NUMERIC or kind == "mention" else work
+        view = work if kind == "email" else plain
+        if not (has_digit if kind in _NUMERIC else "@" in view):
+            continue
         matches = list(_DETECTORS[kind](view, region))
-        found.extend(matches)
-        work = _blank(work, [(m.start, m.end) for m in matches])
+        if matches:
+            spans = [(m.start, m.end) for m in matches]
+            work, plain = _blank(work, spans), _blank(plain, spans)
+            found.extend(matches)
     return sorted(found, key=lambda m: m.start)
 
 
@@ -279,17 +301,30 @@ def pseudonymiser_for(root: Path, conf: PiiConf) -> Pseudonymiser | None:
     return Pseudonymiser(store_for(root).get(names[0]).reveal())
 
 
-def protect(
+@dataclass
+class PiiOutcome:
+    """One batch after the actions, every record still in place."""
+
+    frame: pd.DataFrame
+    # Which records a `drop` kind sends to the rejects, with reason and detail.
+    dropped: np.ndarray
+    reasons: list[str]
+    details: list[str]
+    counts: PiiCounts
+
+
+def apply(
     frame: pd.DataFrame,
     conf: PiiConf,
     columns: list[str],
     pseudonymiser: Pseudonymiser | None,
-) -> PiiResult:
+) -> PiiOutcome:
     """Apply the declared action to every match in `columns` of one batch.
 
-    Returns the records kept, the records dropped (with reject_stage,
-    reject_reason `pii_<kind>` and reject_detail, their personal data masked)
-    and the counts. Sensitive columns are pseudonymised in both.
+    Matches are masked, pseudonymised or kept in place; records holding a
+    `drop` kind are marked, with reason `pii_<kind>`, and their text is masked
+    so that the rejects never hold the value either. Sensitive columns become
+    pseudonyms in every record.
     """
     actions = active_actions(conf)
     if needs_key(conf) and pseudonymiser is None:
@@ -300,27 +335,41 @@ def protect(
     counts = PiiCounts(actions={k: a.value for k, a in actions.items()})
     searched = [c for c in (conf.columns or columns) if c in frame.columns]
     out = frame.copy()
-    drop_reason: list[str | None] = [None] * len(out)
-    drop_detail: list[str | None] = [None] * len(out)
+    drop: list[tuple[str, str] | None] = [None] * len(out)
     for column in searched:
         texts, reasons = _protect_column(
             out[column].tolist(), column, actions, conf, pseudonymiser, counts
         )
         out[column] = pd.Series(texts, index=out.index, dtype=out[column].dtype)
-        for row, reason in enumerate(reasons):
-            if reason is not None and drop_reason[row] is None:
-                drop_reason[row], drop_detail[row] = reason
+        drop = [d if d is not None else r for d, r in zip(drop, reasons, strict=True)]
     for column in conf.sensitive_columns:
         _pseudonymise_column(out, column, pseudonymiser, counts)
-    dropped = pd.Series([r is not None for r in drop_reason], index=out.index)
-    rejects = out[dropped].copy()
-    rejects["reject_stage"] = STAGE
-    rejects["reject_reason"] = [r for r in drop_reason if r is not None]
-    rejects["reject_detail"] = [d for d in drop_detail if d is not None]
-    for reason in rejects["reject_reason"]:
+    marked = [d for d in drop if d is not None]
+    for reason, _ in marked:
         kind = reason.removeprefix("pii_")
         counts.dropped[kind] = counts.dropped.get(kind, 0) + 1
-    return PiiResult(out[~dropped], rejects, counts)
+    return PiiOutcome(
+        frame=out,
+        dropped=np.array([d is not None for d in drop], dtype=bool),
+        reasons=[reason for reason, _ in marked],
+        details=[detail for _, detail in marked],
+        counts=counts,
+    )
+
+
+def protect(
+    frame: pd.DataFrame,
+    conf: PiiConf,
+    columns: list[str],
+    pseudonymiser: Pseudonymiser | None,
+) -> PiiResult:
+    """`apply`, split into the records kept and the rejects (reject_* columns)."""
+    outcome = apply(frame, conf, columns, pseudonymiser)
+    rejects = outcome.frame[outcome.dropped].copy()
+    rejects["reject_stage"] = STAGE
+    rejects["reject_reason"] = outcome.reasons
+    rejects["reject_detail"] = outcome.details
+    return PiiResult(outcome.frame[~outcome.dropped], rejects, outcome.counts)
 
 
 def _protect_column(
