@@ -53,8 +53,9 @@ CARD = "README.md"
 MANIFEST = "manifest.json"
 # Stages whose metrics the card reports, in build order.
 STAGES = ("ingest", "clean", "dedup", "label", "validate", "split")
-# Paths a build itself rewrites; changes there do not make the tree dirty.
-BUILD_OUTPUTS = ("dvc.lock", "metrics", "plots")
+# Paths a build itself rewrites (lock, metrics, plots, audit log, lakeFS pins
+# and refs); changes there do not make the tree dirty.
+BUILD_OUTPUTS = ("dvc.lock", "metrics", "plots", "audit", "versions")
 GIT_TIMEOUT_S = 10
 # How the card and the label counts name records without a label.
 UNLABELLED = "(no label)"
