@@ -63,7 +63,10 @@ UNLABELLED = "(no label)"
 Target = Callable[[StageContext, Path], None]
 # Target name -> "module:function". Imported only when used, so a target's
 # client library loads only for datasets that publish there.
-TARGETS = {"local": "datakiln.publish:publish_local"}
+TARGETS = {
+    "local": "datakiln.publish:publish_local",
+    "lakefs": "datakiln.lakefs.publish:publish_lakefs",
+}
 
 
 def check_conf(conf: DatasetConf, dataset: str) -> None:
@@ -83,6 +86,11 @@ def resolve_target(name: str) -> Target:
 
 def publish_local(ctx: StageContext, folder: Path) -> None:
     """The local target: the folder is already in place."""
+    from datakiln.lakefs.versions import write_local_ref
+
+    # dvc.yaml declares a ref file for every dataset; this one says "local".
+    shown = folder.relative_to(ctx.root) if folder.is_relative_to(ctx.root) else folder
+    write_local_ref(ctx.root, ctx.dataset, shown.as_posix())
     logger.info("publish@%s: published to %s", ctx.dataset, folder)
 
 

@@ -88,6 +88,20 @@ def test_publishing_the_same_data_again_makes_no_commit(
     assert heads(lake, lakefs_repo) == before
 
 
+def test_files_outside_the_manifest_stay_local(
+    lake: LakeFS, lakefs_repo: str, tmp_path: Path
+) -> None:
+    folder = built_folder(tmp_path / "tiny")
+    first = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=True)
+    (folder / "audit.jsonl").write_text('{"seq": 0}\n')
+
+    again = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=True)
+    assert again.merge_commit == first.merge_commit
+    listed = lake.list_objects(lakefs_repo, "main", "datasets/tiny/")
+    assert "datasets/tiny/audit.jsonl" not in listed
+    assert "datasets/tiny/manifest.json" in listed
+
+
 def test_a_new_build_uploads_only_the_changed_objects(
     lake: LakeFS, lakefs_repo: str, tmp_path: Path
 ) -> None:

@@ -166,7 +166,8 @@ def publish_folder(
         )
     refuse_dirty(lake, repo, target_branch)
 
-    if _holds(lake, repo, target_branch, prefix, folder):
+    files = dataset_files(folder)
+    if _holds(lake, repo, target_branch, prefix, folder, files):
         return _unchanged(lake, build, repo, target_branch, prefix, previous)
 
     branch = build.branch
@@ -176,7 +177,9 @@ def publish_folder(
         logger.info(
             "reusing build branch %s of %s (left by an earlier run)", branch, repo
         )
-    sync_folder(lake, repo, branch, folder, prefix, mirror=True, on_upload=on_upload)
+    sync_folder(
+        lake, repo, branch, folder, prefix, mirror=True, on_upload=on_upload, only=files
+    )
     commit = _commit(lake, repo, branch, build)
 
     if lake.is_ancestor(repo, commit, target_branch):
@@ -285,9 +288,24 @@ def _conflict(repo: str, branch: str, target: str, paths: list[str]) -> PublishR
     )
 
 
-def _holds(lake: LakeFS, repo: str, ref: str, prefix: str, folder: Path) -> bool:
-    """Whether `ref` already holds exactly the folder's files under `prefix`."""
-    local = scan_folder(folder)
+def dataset_files(folder: Path) -> set[str]:
+    """What is published: the files the manifest lists, the manifest, the card.
+
+    Anything else in the folder (the audit log's copy, say, which grows with
+    every run) stays local, so publishing the same data twice changes nothing.
+    """
+    from datakiln.publish import CARD, MANIFEST
+
+    manifest = json.loads((folder / MANIFEST).read_text())
+    card = manifest.get("card", CARD)
+    return {*manifest["files"], MANIFEST, *([card] if (folder / card).exists() else [])}
+
+
+def _holds(
+    lake: LakeFS, repo: str, ref: str, prefix: str, folder: Path, files: set[str]
+) -> bool:
+    """Whether `ref` already holds exactly the dataset's files under `prefix`."""
+    local = scan_folder(folder, files)
     remote = remote_state(lake, repo, ref, prefix)
     if set(remote) != {prefix + relpath for relpath in local}:
         return False

@@ -50,8 +50,9 @@ class SyncResult:
         return bool(self.uploaded or self.deleted)
 
 
-def scan_folder(folder: Path) -> dict[str, LocalFile]:
-    """Every file under `folder` by POSIX relative path, with its hashes."""
+def scan_folder(folder: Path, only: set[str] | None = None) -> dict[str, LocalFile]:
+    """Every file under `folder` (or those of `only`) by POSIX relative path,
+    with its hashes."""
     if not folder.is_dir():
         raise LakeFSError(f"{folder}: not a folder; nothing to upload.")
     files = {}
@@ -59,6 +60,8 @@ def scan_folder(folder: Path) -> dict[str, LocalFile]:
         if not path.is_file() or _hidden(path.relative_to(folder)):
             continue
         relpath = path.relative_to(folder).as_posix()
+        if only is not None and relpath not in only:
+            continue
         sha256, md5 = _hashes(path)
         files[relpath] = LocalFile(relpath, path, path.stat().st_size, sha256, md5)
     return files
@@ -72,12 +75,14 @@ def sync_folder(
     prefix: str,
     mirror: bool,
     on_upload: UploadHook | None = None,
+    only: set[str] | None = None,
 ) -> SyncResult:
     """Upload changed files of `folder` to `<branch>/<prefix>`, uncommitted.
 
     With `mirror`, objects under the prefix that the folder lacks are deleted.
+    With `only`, files of the folder not named there are left out.
     """
-    local = scan_folder(folder)
+    local = scan_folder(folder, only)
     remote = remote_state(lake, repo, branch, prefix)
     result = SyncResult()
     todo = []
