@@ -36,8 +36,10 @@ params: install
 	$(BIN)/datakiln compose
 
 demo: install data
+	$(BIN)/datakiln secrets init --generate pii.pseudonym_key
 	$(BIN)/dvc repro
 	$(BIN)/datakiln summary
+	$(BIN)/datakiln audit verify
 
 lint: install
 	$(BIN)/ruff format --check datakiln stages tests benchmarks

@@ -307,8 +307,10 @@ def test_check_reports_each_broken_file_and_passes_good_ones(
     encrypted: Path, store: SecretStore, root: Path
 ) -> None:
     (root / "conf/secrets/plain.yaml").write_text("pin: 0012\n")
+    (root / "conf/secrets/README.md").write_text("what lives here\n")
 
     reports = {r.shown: r for r in check(SecretStore(root, store.env))}
+    assert sorted(reports) == ["conf/secrets/pii.yaml", "conf/secrets/plain.yaml"]
 
     assert reports["conf/secrets/pii.yaml"].ok
     plain = reports["conf/secrets/plain.yaml"]

@@ -170,11 +170,14 @@ class FileReport:
 def check(store: SecretStore) -> list[FileReport]:
     """Every file under conf/secrets/: encrypted, decryptable, MAC valid, typed."""
     folder = store.root / SECRETS_DIR
-    files = (
-        sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
-    )
-    reports = [_check_file(store, path) for path in files]
-    return reports
+    listed = sorted(folder.iterdir()) if folder.is_dir() else []
+    files = [p for p in listed if p.is_file() and _is_secret_file(p)]
+    return [_check_file(store, path) for path in files]
+
+
+def _is_secret_file(path: Path) -> bool:
+    """Everything in conf/secrets/ but its README and hidden files."""
+    return path.name != "README.md" and not path.name.startswith(".")
 
 
 def _check_file(store: SecretStore, path: Path) -> FileReport:
