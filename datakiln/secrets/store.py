@@ -157,9 +157,11 @@ class SecretStore:
 
 
 def type_change_message(shown: str, key: str, kind: str) -> str:
+    read_as = {"int": "an integer", "float": "a float", "bool": "a boolean"}
     return (
         f"{shown}: key '{key}' is stored as {kind}, not as a string: YAML read the "
-        f"unquoted value as a {kind}, which drops leading zeros, underscores and "
+        f"unquoted value as {read_as.get(kind, kind)}, which drops leading zeros, "
+        f"underscores and "
         f"digits past the 15th, so it may no longer be what was written. Quote "
         f"it: set it again with `datakiln secrets set {shown} {key}` (stdin is "
         f"stored as a string exactly), or `sops edit {shown}` and write "
