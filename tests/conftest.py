@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 MakeContext = Callable[..., StageContext]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The checkout under test."""
     return REPO
