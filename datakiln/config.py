@@ -8,8 +8,10 @@ validate their dataset against the dataclasses below, and refuse to run when
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from datakiln.errors import ConfigError, StaleParamsError
@@ -173,40 +175,67 @@ class DedupConf:
 
 @dataclass
 class LabelFunctionConf:
+    """One labelling function: it votes a label for a record or abstains."""
+
     name: str = MISSING
     # keywords, regex, lookup, sentiment, metadata, python
     kind: str = MISSING
+    # keywords, regex: the label voted when the column matches.
     label: str | None = None
+    # The column the function reads (python functions get the whole batch).
     column: str = "text"
+    # keywords: words or phrases, matched whole and ignoring case.
     keywords: list[str] = field(default_factory=list)
+    # keywords, regex: vote only when the column matches at least this often.
+    min_matches: int = 1
+    # regex: searched in the column; lookup: its first group (or the whole
+    # match) is the key looked up. Write (?i) to ignore case.
     pattern: str | None = None
-    # lookup: a value (or the domain of a URL with `extract: domain`) to a label
+    # lookup: key -> label, keys compared ignoring case; metadata: value ->
+    # label (without a table the value itself is the label).
     table: dict[str, str] = field(default_factory=dict)
+    # lookup: null looks up the whole value; `domain` looks up the host of
+    # every URL in the value, then its parent domains (www.cnn.com, cnn.com).
     extract: str | None = None
-    # sentiment: compound score bounds for the three labels
+    # sentiment: VADER compound score above which a record is positive, and
+    # below which it is negative; in between it is neutral.
     positive_above: float = 0.05
     negative_below: float = -0.05
-    # python: "package.module:function"
+    # python: "package.module:function", called with a DataFrame batch; it
+    # returns a Series of labels, null where it abstains.
     function: str | None = None
 
 
 @dataclass
 class LabelTaskConf:
+    """A label column built from the votes of labelling functions."""
+
+    # The output columns are <name>, <name>_confidence and <name>_votes.
     name: str = MISSING
-    labels: list[str] = field(default_factory=list)
-    functions: list[LabelFunctionConf] = field(default_factory=list)
-    # majority or dawid_skene
+    # Every label a function may vote, in the order reports list them.
+    labels: list[str] = MISSING
+    functions: list[LabelFunctionConf] = MISSING
+    # How votes become one label: majority, or a model learned from the votes
+    # (dawid_skene, one_coin_dawid_skene). With gold, majority and dawid_skene
+    # are scored too, to compare.
     model: str = "majority"
-    # Column holding the true label, where there is one.
+    # majority: a tie goes to one of the tied labels by a seeded hash of the
+    # record id (random), or leaves the record unlabelled (abstain).
+    tie_break: str = "random"
+    # Column holding the true label, where there is one. The functions and the
+    # model are scored against it on held-out rows.
     gold: str | None = None
-    # Share of rows whose gold is hidden from the functions, for evaluation.
+    # Share of rows, chosen by a seeded hash of the record id, whose gold is
+    # hidden from the functions and from the fit of the model.
     holdout: float = 0.2
 
 
 @dataclass
 class LabelConf:
     tasks: list[LabelTaskConf] = field(default_factory=list)
+    # Seeds the holdout rows and the breaking of ties.
     seed: int = 7
+    batch_rows: int = 50_000
 
 
 @dataclass
@@ -293,13 +322,54 @@ def dataset_conf(params: DictConfig | dict[str, Any], name: str) -> DatasetConf:
         merged = OmegaConf.merge(schema, datasets[name])
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        key = f"dataset.{name}.{exc.full_key}" if exc.full_key else f"dataset.{name}"
+        where = _failing_key(DatasetConf, datasets[name]) or exc.full_key
+        key = f"dataset.{name}.{where}" if where else f"dataset.{name}"
         raise ConfigError(
             f"{CONF_DIR}/dataset/{name}.yaml: key '{key}': {exc.msg}. "
             f"Fix the declaration, then run `datakiln compose`."
         ) from None
     assert isinstance(obj, DatasetConf)
     return obj
+
+
+def _failing_key(cls: type, value: Any, path: str = "") -> str | None:
+    """The full dotted key of what fails to validate in `value` as `cls`.
+
+    OmegaConf names a failure inside an element of a list of structured
+    configs by its key in that element alone (`tabel`, not
+    `label.tasks[1].functions[0].tabel`); validating piece by piece finds it.
+    """
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), value))
+        return None
+    except OmegaConfBaseException as exc:
+        failure = exc
+    if isinstance(value, dict | DictConfig):
+        for name, hint in typing.get_type_hints(cls).items():
+            if name not in value:
+                continue
+            for sub_path, sub_cls, sub_value in _parts(hint, value[name], path + name):
+                found = _failing_key(sub_cls, sub_value, sub_path + ".")
+                if found:
+                    return found
+    key = failure.full_key
+    return f"{path}{key}" if key else path.rstrip(".") or None
+
+
+def _parts(hint: Any, value: Any, path: str) -> Iterator[tuple[str, type, Any]]:
+    """The structured configs inside one field: itself, or its list or dict items."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    item = args[-1] if args else None
+    if not isinstance(item, type) or not dataclasses.is_dataclass(item):
+        item = None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        yield path, hint, value
+    elif item and origin is list and isinstance(value, list | ListConfig):
+        for i, element in enumerate(value):
+            yield f"{path}[{i}]", item, element
+    elif item and origin is dict and isinstance(value, dict | DictConfig):
+        for key, element in value.items():
+            yield f"{path}.{key!s}", item, element
 
 
 def load_params(root: Path, overrides: list[str] | None = None) -> DictConfig:
