@@ -147,7 +147,8 @@ class SecretStore:
             raise MissingSecretError(
                 f"{shown} does not exist, so secret '{ref.name}' cannot be read. "
                 f"Create it with `datakiln secrets set {shown} {ref.dotted_key}` "
-                f"(the value is read from standard input), or pull it from the "
+                f"(the value is read from standard input), or `datakiln secrets "
+                f"init --generate {ref.name}` for a random key, or pull it from the "
                 f"team's repo."
             )
         tree = self.decrypt(path)
