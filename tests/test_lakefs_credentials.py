@@ -1,14 +1,19 @@
-"""Where lakeFS keys come from: the environment, then the lakectl file."""
+"""Where lakeFS keys come from: the environment, the lakectl file, or the
+checkout's sops-encrypted conf/secrets/lakefs.yaml."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from lakefs_fixtures import FAST_RETRY
+from sops_helpers import AgeKey, clean_env, sops_encrypt_plain, write_sops_config
 
 from datakiln.errors import LakeFSError
-from datakiln.lakefs import credentials
+from datakiln.lakefs import credentials, server
+from datakiln.lakefs.client import LakeFS, LakeFSAuthError, connect
 from datakiln.lakefs.credentials import Credentials, from_lakectl
 
 ENV = (credentials.ENDPOINT_ENV, credentials.KEY_ID_ENV, credentials.SECRET_ENV)
@@ -92,3 +97,68 @@ def test_written_lakectl_file_is_private_and_reads_back(tmp_path: Path) -> None:
         "access_key_id": "AKIAWRITE",
         "secret_access_key": "w-secret",
     }
+
+
+# ------------------------------------------------------------ sops (real binary)
+
+
+@pytest.fixture
+def sops_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lakefs_server: server.LocalServer
+) -> Path:
+    """A checkout whose conf/secrets/lakefs.yaml holds the server's keys."""
+    for name in (*ENV, credentials.CONFIG_FILE_ENV, "SOPS_AGE_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    key = AgeKey.generate()
+    monkeypatch.setenv("SOPS_AGE_KEY", key.secret)
+    root = tmp_path / "checkout"
+    root.mkdir()
+    write_sops_config(root, key.recipient)
+    creds = lakefs_server.credentials
+    plain = yaml.safe_dump(
+        {
+            "endpoint": creds.endpoint,
+            "access_key_id": creds.access_key_id,
+            "secret_access_key": creds.secret_access_key,
+        }
+    )
+    env = clean_env(tmp_path / "home", SOPS_AGE_KEY=key.secret)
+    sops_encrypt_plain(root, credentials.SOPS_FILE, plain, env)
+    return root
+
+
+def test_team_keys_come_from_the_sops_file_of_the_checkout(
+    sops_checkout: Path, lakefs_server: server.LocalServer
+) -> None:
+    found = credentials.default_provider(sops_checkout)()
+    assert found.origin == "conf/secrets/lakefs.yaml (sops)"
+    assert found.endpoint == lakefs_server.endpoint
+    assert LakeFS(found, FAST_RETRY).check_access() == server.ADMIN
+    assert lakefs_server.credentials.secret_access_key not in repr(found)
+
+
+def test_an_explicit_lakectl_file_wins_over_the_sops_file(
+    sops_checkout: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    lakectl = tmp_path / "mine.yaml"
+    _write(lakectl, "http://127.0.0.1:9", "AKIAMINE", "mine")
+    monkeypatch.setenv(credentials.CONFIG_FILE_ENV, str(lakectl))
+    assert credentials.default_provider(sops_checkout)().access_key_id == "AKIAMINE"
+
+
+def test_a_wrong_key_in_the_sops_file_is_named_as_its_origin(
+    sops_checkout: Path, tmp_path: Path, lakefs_server: server.LocalServer
+) -> None:
+    plain = yaml.safe_dump(
+        {
+            "endpoint": lakefs_server.endpoint,
+            "access_key_id": "AKIAOUTDATED",
+            "secret_access_key": "rotated-long-ago",
+        }
+    )
+    env = clean_env(tmp_path / "home2", SOPS_AGE_KEY=os.environ["SOPS_AGE_KEY"])
+    sops_encrypt_plain(sops_checkout, credentials.SOPS_FILE, plain, env)
+    with pytest.raises(
+        LakeFSAuthError, match=r"from conf/secrets/lakefs\.yaml \(sops\)"
+    ):
+        connect(credentials.default_provider(sops_checkout), FAST_RETRY)

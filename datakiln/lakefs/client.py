@@ -41,7 +41,11 @@ from tenacity import (
 )
 
 from datakiln.errors import LakeFSError
-from datakiln.lakefs.credentials import Credentials, CredentialsProvider, from_lakectl
+from datakiln.lakefs.credentials import (
+    Credentials,
+    CredentialsProvider,
+    default_provider,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -414,7 +418,7 @@ def connect(
     check: bool = True,
 ) -> LakeFS:
     """A client for the configured server; by default the key is checked now."""
-    credentials = (provider or from_lakectl)()
+    credentials = (provider or default_provider())()
     lake = LakeFS(credentials, retry)
     if check:
         lake.check_access()

@@ -2,8 +2,13 @@
 
 The lookup follows lakectl: each of the three values is taken from its
 `LAKECTL_*` environment variable when set, otherwise from the lakectl config
-file (`$LAKECTL_CONFIG_FILE`, default `~/.lakectl.yaml`). A different source,
-such as sops-encrypted secrets, plugs in as a `CredentialsProvider`.
+file (`$LAKECTL_CONFIG_FILE`, default `~/.lakectl.yaml`).
+
+A team can instead keep the keys of its server in the checkout, encrypted with
+sops: `conf/secrets/lakefs.yaml` with `endpoint`, `access_key_id` and
+`secret_access_key`. `default_provider` uses that file unless the environment
+names keys or a lakectl file explicitly, which always wins. Any other source
+plugs in as a `CredentialsProvider`.
 
 Keys never come from params.yaml and never reach a log line, an exception
 message or a repr: `Credentials` shows only the key id's first characters and
@@ -29,6 +34,7 @@ ENDPOINT_ENV = "LAKECTL_SERVER_ENDPOINT_URL"
 KEY_ID_ENV = "LAKECTL_CREDENTIALS_ACCESS_KEY_ID"
 SECRET_ENV = "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"
 CONFIG_FILE_ENV = "LAKECTL_CONFIG_FILE"
+SOPS_FILE = "conf/secrets/lakefs.yaml"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,28 @@ class Credentials:
 
 
 CredentialsProvider = Callable[[], Credentials]
+
+
+def default_provider(root: Path | None = None) -> CredentialsProvider:
+    """Where keys come from in checkout `root` (default: the working folder)."""
+    root = root or Path.cwd()
+    explicit = any(os.environ.get(n) for n in (KEY_ID_ENV, SECRET_ENV, CONFIG_FILE_ENV))
+    if not explicit and (root / SOPS_FILE).exists():
+        return lambda: from_sops(root)
+    return from_lakectl
+
+
+def from_sops(root: Path) -> Credentials:
+    """Endpoint and keys from the sops-encrypted conf/secrets/lakefs.yaml."""
+    from datakiln.secrets import store_for
+
+    store = store_for(root)
+    values = {
+        key: store.get(f"lakefs.{key}").reveal()
+        for key in ("access_key_id", "secret_access_key")
+    }
+    endpoint = os.environ.get(ENDPOINT_ENV) or store.get("lakefs.endpoint").reveal()
+    return Credentials(endpoint, origin=f"{SOPS_FILE} (sops)", **values)
 
 
 def lakectl_config_path() -> Path:
