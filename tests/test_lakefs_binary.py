@@ -97,6 +97,7 @@ def test_build_without_go_names_what_to_install(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("GOROOT", str(clean_env / "no-go-here"))
     with pytest.raises(
         LakeFSError, match=r"Go tool is not on PATH.*DATAKILN_LAKEFS_BIN"
     ):

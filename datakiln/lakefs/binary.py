@@ -149,7 +149,12 @@ def build_binary(version: str = LAKEFS_VERSION) -> Path:
 
 
 def _go_tool() -> str:
-    go = shutil.which("go")
+    # Where the official Go archive unpacks, in case PATH lacks it (as in a
+    # service's minimal environment).
+    fallbacks = [Path(os.environ.get("GOROOT", "/usr/local/go")) / "bin" / "go"]
+    go = shutil.which("go") or next(
+        (str(path) for path in fallbacks if os.access(path, os.X_OK)), None
+    )
     if go is None:
         raise LakeFSError(
             "the Go tool is not on PATH, and no lakeFS "
