@@ -123,7 +123,8 @@ def build_of(ctx: StageContext, folder: Path) -> Build:
         name.removesuffix(".parquet"): int(entry["rows"])
         for name, entry in manifest["files"].items()
     }
-    params = OmegaConf.to_container(ctx.params.dataset[ctx.dataset], resolve=True)
+    # Unresolved, as the card shows it: secret references stay names.
+    params = OmegaConf.to_container(ctx.params.dataset[ctx.dataset], resolve=False)
     git_commit = git_facts(ctx.root)["commit"]
     return Build(ctx.dataset, git_commit, params_hash(params), rows)
 
