@@ -107,26 +107,25 @@ def _label_lines(report: dict[str, Any] | None) -> list[tuple[str, str]]:
         return []
     lines: list[tuple[str, str]] = []
     for name, task in (report.get("tasks") or {}).items():
-        text = (
-            f"{name}: {_percent(task.get('coverage'))} labelled by {task.get('model')}"
-        )
+        coverage = _percent(task.get("coverage"))
+        lines.append(("", f"{name}: {coverage} labelled by {task.get('model')}"))
         evaluation = task.get("evaluation")
         if evaluation:
-            text += "; " + _accuracy(task.get("model"), evaluation)
-        lines.append(("labels" if not lines else "", text))
+            lines.append(("", f"{INDENT}{_accuracy(task.get('model'), evaluation)}"))
+    if lines:
+        lines[0] = ("labels", lines[0][1])
     return lines
 
 
 def _accuracy(model: str | None, evaluation: dict[str, Any]) -> str:
+    """Accuracy of each model against gold, the task's own model first."""
     models = evaluation.get("models") or {}
     order = sorted(models, key=lambda kind: (kind != model, kind))
     scores = ", ".join(
-        f"{kind} {_fraction(models[kind].get('accuracy'))}"
-        f" (labels {_percent(models[kind].get('coverage'))})"
-        for kind in order
+        f"{kind} {_fraction(models[kind].get('accuracy'))}" for kind in order
     )
     return (
-        f"accuracy vs gold '{evaluation.get('gold')}' on "
+        f"accuracy vs gold {evaluation.get('gold')} on "
         f"{_count(evaluation.get('rows'))} held-out rows: {scores}"
     )
 
