@@ -18,6 +18,8 @@ from datakiln.config import compose_conf
 from datakiln.errors import ConfigError, SourceError
 from datakiln.label import parallel, run
 from datakiln.label.draws import record_draws
+from datakiln.label.functions import VoteError
+from datakiln.label.stage import fit_models, label_frame, vote_batch
 from datakiln.label.tasks import compile_tasks
 from datakiln.stage import StageContext, context_from_declaration
 
@@ -210,6 +212,11 @@ def test_models_are_scored_against_gold_on_held_out_rows(
     assert own["labelled"] == labelled.sum()
     assert own["accuracy"] == pytest.approx(right.sum() / labelled.sum(), abs=1e-6)
     assert own["recall"] == pytest.approx(right.sum() / len(scored), abs=1e-6)
+    for outlet in OUTLETS:
+        truly, given = scored["outlet"] == outlet, scored["outlet_guess"] == outlet
+        label = evaluation["labels"][outlet]
+        assert label["gold"] == truly.sum() and label["labelled"] == given.sum()
+        assert label["recall"] == pytest.approx((truly & given).sum() / truly.sum())
 
 
 def test_function_summary_counts_coverage_overlaps_and_conflicts(
@@ -414,3 +421,62 @@ def test_every_declared_label_section_compiles(repo_root: Path) -> None:
         )
         tasks = compile_tasks(ctx.conf.label, name)
         assert tasks, f"{name} declares no label task"
+
+
+# ------------------------------------------------------- pure batch transforms
+
+
+def test_label_frame_on_one_batch_equals_the_stage_output(
+    make_context: MakeContext,
+) -> None:
+    ctx = staged(make_context)
+    run(ctx)
+    tasks = compile_tasks(ctx.conf.label, "sample")
+    frame = records().to_pandas()
+    votes = vote_batch(frame, tasks, ctx.conf.label.seed)
+    fitted = fit_models(tasks, votes)
+    models = {task.name: fitted[task.name][task.model] for task in tasks}
+
+    labelled = label_frame(frame.iloc[40:90], tasks, models, ctx.conf.label.seed)
+
+    expected = output(ctx).iloc[40:90]
+    columns = [column for task in tasks for column in task.output_columns]
+    pd.testing.assert_frame_equal(labelled[columns], expected[columns])
+
+
+def test_integer_gold_matches_labels_written_as_text(
+    make_context: MakeContext,
+) -> None:
+    table = records()
+    codes = {o: i + 1 for i, o in enumerate(OUTLETS)}
+    table = table.set_column(
+        table.schema.get_field_index("outlet"),
+        "outlet",
+        pa.array([codes[o] for o in table["outlet"].to_pylist()], type=pa.int64()),
+    )
+    declaration = copy.deepcopy(DECLARATION)
+    task = declaration["label"]["tasks"][1]
+    task["labels"] = ["1", "2", "3"]
+    task["functions"][0]["table"] = {d: str(codes[o]) for o, d in DOMAINS.items()}
+    task["functions"][1]["table"] = {o: str(codes[o]) for o in OUTLETS}
+    ctx = staged(make_context, declaration, table)
+
+    run(ctx)
+
+    evaluation = metrics(ctx)["tasks"]["outlet_guess"]["evaluation"]
+    assert evaluation["gold_not_a_label"] == 0
+    assert evaluation["models"]["majority"]["accuracy"] > 0.6
+
+
+def test_an_error_in_a_worker_process_reaches_the_stage(
+    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parallel, "MIN_RECORDS", 10)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1})
+    declaration = copy.deepcopy(DECLARATION)
+    declaration["label"]["tasks"][0]["functions"] = [
+        {"name": "m", "kind": "metadata", "column": "outlet"}
+    ]
+
+    with pytest.raises(VoteError, match=r"'m'.*voted 'bbc' for record r\d+"):
+        run(staged(make_context, declaration))

@@ -125,7 +125,7 @@ def compile_function(
 
 def abstain_blanks(votes: Any, index: pd.Index) -> pd.Series:
     """Votes as an object Series on `index`: None for null, NaN and ''."""
-    values = pd.Series(votes).to_numpy(dtype=object)
+    values = pd.Series(votes).to_numpy(dtype=object, copy=True)
     if len(values) != len(index):
         raise ValueError(f"{len(values)} votes for a batch of {len(index)} rows")
     blank = pd.isna(values)

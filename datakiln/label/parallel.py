@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -97,6 +98,8 @@ def vote_in_workers(
 def _start_worker(vote: Callable[..., Any], tasks: list[Task], seed: int) -> None:
     global _worker
     _worker = (vote, tasks, seed)
+    # Ctrl-C is for the parent, which stops the pool; workers finish quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _vote(batch: pa.RecordBatch) -> Any:

@@ -101,7 +101,8 @@ def evaluation(
     gold: np.ndarray,
     scored: np.ndarray,
 ) -> dict[str, Any]:
-    """How each model recovers gold on the rows whose gold it never saw."""
+    """How each model recovers gold on the rows whose gold it never saw, and,
+    for the task's own model, how well each label is recovered."""
     rows = scored & (gold != -1)
     return {
         "gold": task.gold,
@@ -111,7 +112,27 @@ def evaluation(
         "models": {
             name: scores(codes, gold, scored) for name, codes in model_codes.items()
         },
+        "labels": per_label(task, model_codes[task.model], gold, rows),
     }
+
+
+def per_label(
+    task: Task, codes: np.ndarray, gold: np.ndarray, rows: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Per label on the scored rows: its gold count, how many rows the model
+    gave it, precision (share of those right) and recall (share of gold found)."""
+    out: dict[str, dict[str, Any]] = {}
+    for code, label in enumerate(task.labels):
+        truly = rows & (gold == code)
+        given = rows & (codes == code)
+        right = int((truly & given).sum())
+        out[label] = {
+            "gold": int(truly.sum()),
+            "labelled": int(given.sum()),
+            "precision": share(right, given.sum()),
+            "recall": share(right, truly.sum()),
+        }
+    return out
 
 
 def plot_rows(task: Task, codes: np.ndarray) -> list[dict[str, Any]]:

@@ -123,7 +123,9 @@ def vote_batch(frame: pd.DataFrame, tasks: list[Task], seed: int) -> BatchVotes:
             if visible is frame:
                 visible = frame.copy()
             hidden = holdout_draws < task.holdout
-            visible[task.gold] = visible[task.gold].mask(hidden)
+            # As objects, so that blanking leaves integers integers.
+            column = visible[task.gold].astype(object)
+            visible[task.gold] = column.where(~hidden, None)
     batch = Batch(visible)
     votes = {task.name: vote(batch, task) for task in tasks}
     return BatchVotes(votes, gold, holdout_draws, tie_draws)
@@ -159,10 +161,11 @@ def votes_json(votes: np.ndarray, task: Task) -> list[str]:
     """Per row, a JSON object of function -> label for the functions that voted."""
     pieces = []
     for name in task.function_names:
-        key = json.dumps(name)
-        pieces.append(
-            np.array([f", {key}: {json.dumps(label)}" for label in task.labels] + [""])
-        )
+        key = json.dumps(name, ensure_ascii=False)
+        fragments = [
+            f", {key}: {json.dumps(label, ensure_ascii=False)}" for label in task.labels
+        ]
+        pieces.append(np.array([*fragments, ""], dtype=object))
     joined = np.full(votes.shape[0], "", dtype=object)
     for j, table in enumerate(pieces):
         joined = joined + table[np.where(votes[:, j] >= 0, votes[:, j], -1)]

@@ -60,9 +60,16 @@ class Task:
         return [self.name] + [self.name + suffix for suffix in SUFFIXES]
 
     def encode(self, values: pd.Series) -> np.ndarray:
-        """Label codes of `values`: -1 for null, -2 for a value not a label."""
-        codes = pd.Categorical(values, categories=list(self.labels)).codes
+        """Label codes of `values`: -1 for null, -2 for a value not a label.
+
+        Labels are declared as strings, so a value is compared as its text: a
+        gold column of integers matches labels written `"1"`, `"2"`.
+        """
         known = pd.notna(values).to_numpy()
+        texts = values.to_numpy(dtype=object, copy=True)
+        texts[known] = texts[known].astype(str)
+        texts[~known] = None
+        codes = pd.Categorical(texts, categories=list(self.labels)).codes
         return np.where(known & (codes < 0), OUTSIDE, codes).astype(np.int16)
 
 
