@@ -94,6 +94,21 @@ class IngestConf:
     max_reject_share: float = 0.5
 
 
+class UnicodeForm(Enum):
+    """The Unicode normalisation form clean applies to every text."""
+
+    NFC = "NFC"
+    NFKC = "NFKC"
+
+
+class TokenAction(Enum):
+    """What clean does with each URL or @mention it finds."""
+
+    keep = "keep"
+    remove = "remove"
+    replace = "replace"
+
+
 class PiiAction(Enum):
     """What clean does with each piece of personal data of one kind it finds."""
 
@@ -137,21 +152,33 @@ class PiiConf:
 
 @dataclass
 class CleanConf:
-    # Text columns the rules apply to.
+    # Text columns the rules apply to; null cells stay null.
     columns: list[str] = field(default_factory=lambda: ["text"])
-    # NFC or NFKC
-    unicode: str = "NFC"
+    # NFC keeps compatibility characters (ligatures, full-width forms); NFKC
+    # folds them.
+    unicode: UnicodeForm = UnicodeForm.NFC
+    # Decode HTML entities exactly once and strip HTML tags. Only the names of
+    # HTML elements count as tags: `<UAL.N>` or `<url>` stay text.
     html: bool = True
     # keep, remove or replace (by the token below)
-    urls: str = "keep"
+    urls: TokenAction = TokenAction.keep
     url_token: str = "<url>"
-    mentions: str = "keep"
+    # A list column that receives the URLs found in the text columns (distinct,
+    # in order) before they are removed or replaced; null adds no column.
+    urls_column: str | None = None
+    mentions: TokenAction = TokenAction.keep
     mention_token: str = "<user>"
-    # Strings removed from the start of the text, such as retweet prefixes.
+    # Regular expressions removed from the start of the text, again and again
+    # while one matches, such as retweet prefixes.
     strip_prefixes: list[str] = field(default_factory=list)
+    # The column the length and language filters read.
+    filter_column: str = "text"
+    # Bounds on the cleaned text in characters (code points); shorter or longer
+    # records are rejected as too_short or too_long.
     min_chars: int = 1
     max_chars: int = 100_000
-    # ISO 639-1 codes to keep; empty keeps every language.
+    # ISO 639-1 codes to keep (langid's codes); empty keeps every language and
+    # adds no `language` column.
     languages: list[str] = field(default_factory=list)
     # Texts shorter than this get language `und` and are kept and counted.
     language_min_chars: int = 20
@@ -161,13 +188,18 @@ class CleanConf:
 
 @dataclass
 class DedupConf:
+    # The text column compared, after NFKC, case folding and whitespace
+    # collapsing.
     column: str = "text"
     exact: bool = True
     near: bool = True
+    # Near duplicates: estimated Jaccard similarity of word shingles at or
+    # above this; MinHash LSH finds the candidates.
     threshold: float = 0.8
     num_perm: int = 128
-    # Word shingle size.
+    # Words per shingle; a text with fewer words is one shingle.
     shingle: int = 3
+    # Seeds the MinHash permutations, so a build finds the same duplicates.
     seed: int = 1
     # Stop the build if dedup would remove more than this share of one source.
     max_removed_share: float = 0.5
