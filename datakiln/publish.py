@@ -376,7 +376,7 @@ def render_card(facts: dict[str, Any]) -> str:
         _card_files(facts["manifest"]),
         _card_sources(conf),
         _card_stages(facts["metrics"]),
-        _card_labels(facts["labels"], conf),
+        _card_labels(facts["labels"], conf, facts["metrics"].get("label", {})),
         _card_gates(facts["metrics"]),
         _card_build(facts),
     ]
@@ -459,15 +459,16 @@ def _count(value: int | None) -> str:
 
 
 def _card_labels(
-    labels: dict[str, dict[str, dict[str, int]]], conf: DatasetConf
+    labels: dict[str, dict[str, dict[str, int]]],
+    conf: DatasetConf,
+    label_metrics: dict[str, Any],
 ) -> str:
     declared = {task.name: task.labels for task in conf.label.tasks}
     lines = ["## Labels"]
     for task, per_label in labels.items():
+        scored = (label_metrics.get("tasks") or {}).get(task, {})
+        lines += ["", f"### {task}", "", *_card_scores(scored)]
         lines += [
-            "",
-            f"### {task}",
-            "",
             f"| label | {' | '.join(SPLITS)} | all |",
             "|---|" + "---:|" * (len(SPLITS) + 1),
         ]
@@ -478,6 +479,30 @@ def _card_labels(
                 f"| {label} | {' | '.join(cells)} | {sum(per_split.values()):,} |"
             )
     return "\n".join(lines) if labels else ""
+
+
+def _card_scores(task: dict[str, Any]) -> list[str]:
+    """How the task was labelled, and how well against gold, from label.json."""
+    if not task:
+        return []
+    lines = [
+        f"Labelled by {task.get('model')}: {_count(task.get('labelled'))} of "
+        f"{_count(task.get('records'))} records."
+    ]
+    evaluation = task.get("evaluation")
+    if evaluation:
+        models = evaluation.get("models") or {}
+        scores = ", ".join(
+            f"{kind} {_figure(score.get('accuracy'))} "
+            f"(labels {_figure(score.get('coverage'))} of them)"
+            for kind, score in models.items()
+        )
+        lines.append(
+            f"Accuracy against the gold column `{evaluation.get('gold')}` on "
+            f"{_count(evaluation.get('rows'))} held-out records whose gold the "
+            f"functions and models never saw: {scores}."
+        )
+    return [*lines, ""]
 
 
 def _label_order(found: dict[str, Any], declared: list[str]) -> list[str]:

@@ -171,6 +171,26 @@ def test_card_tells_what_was_built_and_how(make_context: MakeContext) -> None:
     ctx.paths.metrics("dedup").write_text(
         json.dumps({"rows_in": 129, "rows_out": 128, "exact": 1, "near": 0})
     )
+    evaluation = {
+        "gold": "stars",
+        "rows": 25,
+        "models": {"majority": {"accuracy": 0.92, "coverage": 0.8}},
+    }
+    ctx.paths.metrics("label").write_text(
+        json.dumps(
+            {
+                "records": 128,
+                "tasks": {
+                    "mood": {
+                        "model": "majority",
+                        "records": 128,
+                        "labelled": 128,
+                        "evaluation": evaluation,
+                    }
+                },
+            }
+        )
+    )
 
     ctx = publish_records(
         make_context,
@@ -193,6 +213,11 @@ def test_card_tells_what_was_built_and_how(make_context: MakeContext) -> None:
     assert f"| good | {cells} | {good.sum():,} |" in card
     train_rows = (out["split"] == "train").sum()
     assert f"| train.parquet | {train_rows:,} |" in card
+    assert "Labelled by majority: 128 of 128 records." in card
+    assert (
+        "Accuracy against the gold column `stars` on 25 held-out records whose gold "
+        "the functions and models never saw: majority 0.92 (labels 0.8 of them)."
+    ) in card
     assert "| rows.min | 128 | >= 100 | passed |" in card
     assert "| dup_group_leak | 0 | <= 0 | passed |" in card
     assert "split: seed 42, stratified by mood" in card
