@@ -454,6 +454,10 @@ def _figure(value: Any) -> str:
     return str(value)
 
 
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "?"
+
+
 def _count(value: int | None) -> str:
     return "–" if value is None else f"{value:,}"
 
@@ -493,8 +497,8 @@ def _card_scores(task: dict[str, Any]) -> list[str]:
     if evaluation:
         models = evaluation.get("models") or {}
         scores = ", ".join(
-            f"{kind} {_figure(score.get('accuracy'))} "
-            f"(labels {_figure(score.get('coverage'))} of them)"
+            f"{kind} {_figure(score.get('accuracy'))} on the "
+            f"{_percent(score.get('coverage'))} it labels"
             for kind, score in models.items()
         )
         lines.append(

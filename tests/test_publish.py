@@ -216,7 +216,7 @@ def test_card_tells_what_was_built_and_how(make_context: MakeContext) -> None:
     assert "Labelled by majority: 128 of 128 records." in card
     assert (
         "Accuracy against the gold column `stars` on 25 held-out records whose gold "
-        "the functions and models never saw: majority 0.92 (labels 0.8 of them)."
+        "the functions and models never saw: majority 0.92 on the 80.0% it labels."
     ) in card
     assert "| rows.min | 128 | >= 100 | passed |" in card
     assert "| dup_group_leak | 0 | <= 0 | passed |" in card
