@@ -369,6 +369,7 @@ def task_with(**function_conf: Any) -> list[dict[str, Any]]:
             "label 'c' is not one of",
         ),
         ({"kind": "lookup", "table": {"x.com": "c"}}, "table", "label 'c'"),
+        ({"kind": "sentiment"}, "kind", "votes negative, neutral, positive"),
         (
             {"kind": "keywords", "label": "a", "keywords": ["x"], "pattern": "y"},
             "pattern",

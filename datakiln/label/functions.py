@@ -113,13 +113,21 @@ def compile_function(
     function = builders[conf.kind](conf, where)
     allowed = set(task_labels)
     for label in function.labels:
-        if label not in allowed:
-            key = "label" if conf.kind in ("keywords", "regex") else "table"
+        if label in allowed:
+            continue
+        if conf.kind == "sentiment":
             raise where.error(
-                key,
-                f"label '{label}' is not one of the task's labels "
-                f"{sorted(allowed)}; add it to the task's `labels` or fix the label",
+                "kind",
+                f"a sentiment function votes {', '.join(SENTIMENT_LABELS)}, and "
+                f"'{label}' is not one of the task's labels {sorted(allowed)}; "
+                f"declare all three in the task's `labels`",
             )
+        key = "label" if conf.kind in ("keywords", "regex") else "table"
+        raise where.error(
+            key,
+            f"label '{label}' is not one of the task's labels "
+            f"{sorted(allowed)}; add it to the task's `labels` or fix the label",
+        )
     return function
 
 

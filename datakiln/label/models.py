@@ -4,7 +4,9 @@ Both work on the vote matrix of `tasks.vote` (rows x functions, label codes,
 -1 for an abstention) and return a label code per row (-1 where no function
 voted) and a confidence in [0, 1] (NaN where there is no label).
 
-- `Majority` is per batch: each row on its own.
+- `Majority` is per batch: each row on its own. It counts votes in numpy,
+  agreeing with crowd-kit's MajorityVote (a test checks that), because
+  importing crowd-kit takes seconds a majority-only dataset need not spend.
 - `LearnedModel` learns, for every function, how often it votes each label
   when the true label is each label (its confusion matrix), and the label
   priors, with crowd-kit's Dawid-Skene EM (full or one-coin); each function is
@@ -122,6 +124,9 @@ class LearnedModel:
             raise ValueError(f"unknown learned model {kind!r}; use one of {LEARNED}")
 
         assert model.priors_ is not None and model.errors_ is not None
+        logger.debug(
+            "%s: %d votes, %d iterations", kind, len(long), len(model.loss_history_)
+        )
         priors = model.priors_.reindex(range(n_labels), fill_value=0.0)
         log_prior = np.log(np.clip(priors.to_numpy(dtype=float), FLOOR, None))
         return cls(

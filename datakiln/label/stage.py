@@ -140,9 +140,8 @@ def visible_gold(task: Task, votes: BatchVotes) -> np.ndarray | None:
 
 
 def fit_models(tasks: list[Task], votes: BatchVotes) -> dict[str, dict[str, Model]]:
-    """Per task, its model; a task with gold also gets majority vote and
-    Dawid-Skene, to compare. The first model of each task is the one that labels.
-    """
+    """Per task, its own model (the one that labels), and, for a task with
+    gold, majority vote and Dawid-Skene too, to compare."""
     models: dict[str, dict[str, Model]] = {}
     for task in tasks:
         kinds = [task.model]
@@ -383,10 +382,13 @@ def read_columns(tasks: Iterable[Task]) -> list[str] | None:
 
 
 def output_schema(schema: pa.Schema, tasks: Iterable[Task]) -> pa.Schema:
+    """The input schema plus every task's columns, as `label_columns` types them."""
     for task in tasks:
-        schema = schema.append(pa.field(task.name, pa.string()))
-        schema = schema.append(pa.field(f"{task.name}_confidence", pa.float64()))
-        schema = schema.append(pa.field(f"{task.name}_votes", pa.string()))
+        none = np.empty(0, dtype=np.int16)
+        empty_votes = np.empty((0, len(task.functions)), dtype=np.int16)
+        columns = label_columns(task, none, np.empty(0), empty_votes)
+        for name, values in columns.items():
+            schema = schema.append(pa.field(name, values.type))
     return schema
 
 
