@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -193,9 +194,11 @@ class DedupConf:
     column: str = "text"
     exact: bool = True
     near: bool = True
-    # Near duplicates: estimated Jaccard similarity of word shingles at or
-    # above this; MinHash LSH finds the candidates.
+    # Near duplicates: Jaccard similarity of the sets of word shingles at or
+    # above this, among the pairs MinHash LSH proposes.
     threshold: float = 0.8
+    # MinHash permutations: more make LSH miss fewer similar pairs, and cost
+    # more time and memory.
     num_perm: int = 128
     # Words per shingle; a text with fewer words is one shingle.
     shingle: int = 3
@@ -334,6 +337,23 @@ class DatasetConf:
 
 # --------------------------------------------------------------------- loading
 
+# The name of the schema in Hydra's config store: conf/config.yaml lists it
+# before each declaration, so composition itself fills in every default and
+# rejects a misspelt key or a wrong type, in DVC's process as in ours.
+SCHEMA = "schema"
+
+
+def register_hydra() -> None:
+    """Register the dataset schema and the `secret` resolver with Hydra.
+
+    Called before every composition; DVC's own composition reaches it through
+    the plugin in hydra_plugins/.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    register_resolver()
+    ConfigStore.instance().store(group="dataset", name=SCHEMA, node=DatasetConf)
+
 
 def dataset_conf(params: DictConfig | dict[str, Any], name: str) -> DatasetConf:
     """Validate the declaration of dataset `name` against the schema.
@@ -429,13 +449,30 @@ def _hydra_errors(where: str, overrides: list[str] | None) -> Iterator[None]:
     try:
         yield
     except (HydraException, OmegaConfBaseException) as exc:
-        given = " ".join(overrides or []) or "none"
-        first = str(exc).strip().splitlines()[0].rstrip(".")
-        raise ConfigError(
-            f"{where}: cannot compose with overrides [{given}]: {first}. Check the "
-            f"key against {CONF_DIR}/dataset/<name>.yaml; quote values holding "
-            f"'=', ',' or spaces, e.g. key='a=b,c'."
-        ) from None
+        text = str(exc) + (f"\n{exc.__cause__}" if exc.__cause__ else "")
+        raise ConfigError(_composition_message(text, where, overrides)) from None
+
+
+def _composition_message(text: str, where: str, overrides: list[str] | None) -> str:
+    """One line from Hydra's multi-line error: the file, the key and the cause."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    file = re.match(r"In '([^']+)'", lines[0]) if lines else None
+    key = next(
+        (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")),
+        None,
+    )
+    causes = [ln.rstrip(".") for ln in lines if not re.match(r"\w+(_type)?[:=]", ln)]
+    if file:
+        where = f"{CONF_DIR}/{file.group(1)}.yaml"
+        causes = causes[1:]
+    cause = "; ".join(causes) or "unknown error"
+    given = f" with overrides [{' '.join(overrides)}]" if overrides else ""
+    at = f" at key '{key}'" if key else ""
+    return (
+        f"{where}: cannot compose{given}{at}: {cause}. Fix the key or value in "
+        f"{where} (see the schema in datakiln/config.py); quote override values "
+        f"holding '=', ',' or spaces, e.g. key='a=b,c'."
+    )
 
 
 def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -443,12 +480,12 @@ def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, An
     from hydra import compose, initialize_config_dir
 
     conf_dir = (root / CONF_DIR).resolve()
-    register_resolver()
+    register_hydra()
     with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
         with initialize_config_dir(str(conf_dir), version_base=None):
             cfg = compose(config_name=CONF_NAME, overrides=overrides or [])
         OmegaConf.resolve(cfg)
-    container = OmegaConf.to_container(cfg)
+    container = OmegaConf.to_container(cfg, enum_to_str=True)
     assert isinstance(container, dict)
     return {str(key): value for key, value in container.items()}
 
@@ -457,7 +494,7 @@ def write_params(root: Path, overrides: list[str] | None = None) -> Path:
     """Compose conf/ into params.yaml (what `dvc exp run` does by itself)."""
     from dvc.utils.hydra import compose_and_dump
 
-    register_resolver()
+    register_hydra()
     target = root / PARAMS_FILE
     with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
         compose_and_dump(

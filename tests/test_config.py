@@ -109,3 +109,26 @@ def test_repo_params_yaml_is_fresh(repo_root: Path) -> None:
 def test_override_of_undeclared_key_is_a_config_error(project: Path) -> None:
     with pytest.raises(ConfigError, match=r"dataset\.health_tweets\.dedup\.nope"):
         write_params(project, ["dataset.health_tweets.dedup.nope=1"])
+
+
+def test_misspelt_key_in_declaration_fails_composition_naming_file_and_key(
+    project: Path,
+) -> None:
+    decl = project / "conf" / "dataset" / "news_articles.yaml"
+    decl.write_text(decl.read_text() + "\nsplitt:\n  seed: 1\n")
+
+    with pytest.raises(
+        ConfigError,
+        match=r"conf/dataset/news_articles\.yaml.*'dataset\.news_articles\.splitt'",
+    ):
+        write_params(project)
+
+
+def test_composition_fills_schema_defaults_for_undeclared_sections(
+    project: Path,
+) -> None:
+    params = OmegaConf.load(project / "params.yaml")
+
+    for name in params.dataset:
+        for section in ("ingest", "clean", "dedup", "label", "split", "publish"):
+            assert section in params.dataset[name], f"{name}.{section} missing"

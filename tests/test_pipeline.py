@@ -74,7 +74,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Path:
     (root / "conf" / "dataset").mkdir(parents=True)
     shutil.copy(FIXTURE / "tiny.yaml", root / "conf" / "dataset" / "tiny.yaml")
     (root / "conf" / "config.yaml").write_text(
-        "defaults:\n  - dataset@dataset.tiny: tiny\n  - _self_\n"
+        "defaults:\n  - dataset@dataset.tiny: [schema, tiny]\n  - _self_\n"
     )
     write_reviews(root / "data" / "raw" / "tiny" / "reviews.csv")
     (root / ".gitignore").write_text("/data/raw/\n")
