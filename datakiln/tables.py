@@ -57,6 +57,11 @@ class ParquetSink:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+        # mkstemp makes the file private (0600); give it the mode a plain
+        # open() would, so tables stay readable by whoever may read the folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        self._tmp.chmod(0o666 & ~umask)
 
     def write(self, frame: pd.DataFrame) -> None:
         self.write_table(pa.Table.from_pandas(frame, preserve_index=False))
