@@ -261,7 +261,8 @@ class LabelTaskConf:
     # model are scored against it on held-out rows.
     gold: str | None = None
     # Share of rows, chosen by a seeded hash of the record id, whose gold is
-    # hidden from the functions and from the fit of the model.
+    # hidden from the functions and from the fit of the model, and on which
+    # they are scored. With 0, they are scored on every row, gold seen.
     holdout: float = 0.2
 
 

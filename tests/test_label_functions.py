@@ -290,6 +290,11 @@ def wrong_length(batch: pd.DataFrame) -> list[str]:
     return ["loud"]
 
 
+def scribbling(batch: pd.DataFrame) -> pd.Series:
+    batch["scratch"] = 1
+    return pd.Series([None] * len(batch))
+
+
 def test_python_function_by_import_path() -> None:
     fn = function(
         ["loud"], name="p", kind="python", function="test_label_functions:shouting"
@@ -298,6 +303,17 @@ def test_python_function_by_import_path() -> None:
 
     assert votes(fn, frame) == ["loud", None]
     assert fn.columns is None
+
+
+def test_python_function_cannot_add_columns_to_the_batch() -> None:
+    fn = function(
+        ["loud"], name="p", kind="python", function="test_label_functions:scribbling"
+    )
+    frame = pd.DataFrame({"text": ["a"]})
+
+    fn(frame)
+
+    assert frame.columns.tolist() == ["text"]
 
 
 def test_python_function_returning_wrong_length_names_it() -> None:

@@ -348,7 +348,8 @@ def _python(conf: LabelFunctionConf, where: Where) -> LabellingFunction:
 
     def apply(batch: Batch) -> pd.Series:
         frame = batch.frame
-        votes = target(frame)
+        # A shallow copy: columns the function adds stay out of the batch.
+        votes = target(frame.copy(deep=False))
         if len(votes) != len(frame):
             raise VoteError(
                 f"{where.file}: key '{where.key('function')}': {conf.function} "
