@@ -4,16 +4,20 @@ Texts are compared in their comparison form (`comparison_key`: NFKC, case
 folded, whitespace collapsed). A record whose comparison form was seen before
 is an exact duplicate of the first record that had it. The others are
 near-duplicate candidates: a MinHash of their word shingles is looked up in a
-MinHash LSH index of all earlier texts (datasketch), and a record whose
-estimated Jaccard similarity to an earlier kept record reaches `threshold` is a
-near duplicate of the most similar one (the earliest on a tie).
+MinHash LSH index of all earlier texts (datasketch), which proposes the texts
+likely to be similar. A record whose Jaccard similarity of shingles to a
+proposed earlier kept record reaches `threshold` is a near duplicate of the
+most similar one (the earliest on a tie). The similarity is computed on the
+shingles themselves (as 32-bit hashes), not estimated from the MinHash, so it
+does not depend on `num_perm`; `num_perm` only decides how reliably LSH proposes
+the similar texts.
 
 Records are read in the order of the table, batch by batch, and each is
 compared only with earlier ones, so the first record of each group is kept and
 the same input always keeps the same records. This is the one global step of
-the pipeline: the index of earlier texts must see the whole table. It holds one
-MinHash per distinct text, and nothing else of the records; the table is read a
-second time to write the results.
+the pipeline: the index of earlier texts must see the whole table. It holds the
+LSH bands and the shingle hashes of each distinct text, and nothing else of the
+records; the table is read a second time to write the results.
 
 Duplicate groups: records joined by exact or near similarity, directly or
 through removed records, form one group, named by the record id of its first
@@ -35,10 +39,11 @@ import signal
 import unicodedata
 import zlib
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,8 +62,18 @@ logger = logging.getLogger(__name__)
 
 STAGE = "dedup"
 BATCH_ROWS = 10_000
+# Keys per signing task: small enough to spread one batch over the workers.
+SIGN_CHUNK_ROWS = 1_000
 KEPT, EXACT, NEAR = 0, 1, 2
 REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate"}
+REJECT_COLUMNS = [
+    ("reject_stage", pa.string()),
+    ("reject_reason", pa.string()),
+    ("reject_detail", pa.string()),
+    ("duplicate_of", pa.string()),
+    ("similarity", pa.float64()),
+    ("dup_group", pa.string()),
+]
 _WORD = re.compile(r"\w+")
 # How datasketch weighs false positives against false negatives when it picks
 # the LSH bands. Every candidate is checked against the threshold, so a false
@@ -88,32 +103,75 @@ def shingles(key: str, size: int) -> list[bytes]:
     ]
 
 
-def signatures(keys: Sequence[str], conf: DedupConf) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash values (datasketch) of the word shingles of each comparison key:
-    a (len(keys), num_perm) array, and which keys have words at all.
+@dataclass
+class Signatures:
+    """What near-duplicate detection needs of a batch of comparison keys."""
+
+    # One row of MinHash values (datasketch) per key.
+    minhashes: np.ndarray
+    # The sorted distinct 32-bit hashes of each key's shingles, concatenated:
+    # key i has shingles[offsets[i]:offsets[i + 1]], none if it has no words.
+    shingles: np.ndarray
+    offsets: np.ndarray
+
+    def of(self, row: int) -> np.ndarray:
+        return self.shingles[self.offsets[row] : self.offsets[row + 1]]
+
+    @classmethod
+    def join(cls, parts: list[Signatures], conf: DedupConf) -> Signatures:
+        """The signatures of consecutive chunks of keys, as one."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls(empty_minhashes(conf), np.empty(0, np.uint32), np.zeros(1, int))
+        starts = np.cumsum([0] + [p.shingles.size for p in parts[:-1]])
+        return cls(
+            np.vstack([empty_minhashes(conf), *(p.minhashes for p in parts)]),
+            np.concatenate([np.empty(0, np.uint32), *(p.shingles for p in parts)]),
+            np.concatenate(
+                [
+                    [0],
+                    *(
+                        p.offsets[1:] + start
+                        for p, start in zip(parts, starts, strict=True)
+                    ),
+                ]
+            ),
+        )
+
+
+def empty_minhashes(conf: DedupConf) -> np.ndarray:
+    return np.zeros((0, conf.num_perm), dtype=np.uint64)
+
+
+def signatures(keys: Sequence[str], conf: DedupConf) -> Signatures:
+    """The shingle hashes and MinHash of each comparison key.
 
     A pure function of its arguments, so it can run in another process.
     """
-    shingle_sets = [shingles(key, conf.shingle) for key in keys]
-    has_words = np.array([bool(s) for s in shingle_sets], dtype=bool)
+    # CRC-32 tells shingles apart, which is all MinHash asks of its base hash:
+    # the seeded permutations datasketch applies to it do the rest. It is
+    # three times faster than datasketch's default SHA-1.
+    hashed = [sorted({zlib.crc32(s) for s in shingles(k, conf.shingle)}) for k in keys]
+    sizes = np.fromiter((len(h) for h in hashed), dtype=np.int64, count=len(keys))
     values = np.zeros((len(keys), conf.num_perm), dtype=np.uint64)
     minhashes = MinHash.generator(
-        [s for s in shingle_sets if s],
+        [h for h in hashed if h],
         num_perm=conf.num_perm,
         seed=conf.seed,
-        hashfunc=_hash32,
+        hashfunc=int,
         permutations=_permutations(conf.num_perm, conf.seed),
     )
-    for row, minhash in zip(np.flatnonzero(has_words), minhashes, strict=True):
+    for row, minhash in zip(np.flatnonzero(sizes), minhashes, strict=True):
         values[row] = minhash.hashvalues
-    return values, has_words
+    flat = np.fromiter((v for h in hashed for v in h), dtype=np.uint32)
+    return Signatures(values, flat, np.concatenate([[0], np.cumsum(sizes)]))
 
 
-def _hash32(data: bytes) -> int:
-    # MinHash needs a base hash that tells shingles apart; the seeded random
-    # permutations applied after it do the rest. CRC-32 does that three times
-    # faster than datasketch's default SHA-1.
-    return zlib.crc32(data)
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted arrays of distinct values."""
+    common = np.intersect1d(a, b, assume_unique=True).size
+    return common / (a.size + b.size - common)
 
 
 @functools.cache
@@ -153,7 +211,7 @@ class Deduplicator:
         self._first_by_key: dict[bytes, int] = {}
         self._edges: tuple[array[int], array[int]] = (array("q"), array("q"))
         self._lsh: MinHashLSH | None = None
-        self._hashvalues: dict[int, np.ndarray] = {}
+        self._shingles: dict[int, np.ndarray] = {}
         if conf.near:
             self._lsh = MinHashLSH(
                 threshold=conf.threshold, num_perm=conf.num_perm, weights=LSH_WEIGHTS
@@ -170,7 +228,7 @@ class Deduplicator:
     ) -> None:
         """Decide the next records of the table (null texts are never duplicates)."""
         batch = self.prepare(record_ids, sources, texts)
-        self.index(batch, *signatures(batch.keys, self.conf))
+        self.index(batch, signatures(batch.keys, self.conf))
 
     def prepare(
         self,
@@ -204,10 +262,10 @@ class Deduplicator:
                 batch.keys.append(key)
         return batch
 
-    def index(self, batch: _Batch, values: np.ndarray, has_words: np.ndarray) -> None:
+    def index(self, batch: _Batch, signed: Signatures) -> None:
         """Decide the near duplicates of a prepared batch, given its signatures."""
         if self._lsh is not None:
-            self._index(self._lsh, batch, values, has_words)
+            self._index(self._lsh, batch, signed)
         # A copy of a record removed as a near duplicate duplicates the same
         # kept record, with the same similarity.
         for pos in batch.exact:
@@ -217,19 +275,15 @@ class Deduplicator:
                 self._match[pos] = self._match[first]
                 self._similarity[pos] = self._similarity[first]
 
-    def _index(
-        self, lsh: MinHashLSH, batch: _Batch, values: np.ndarray, has_words: np.ndarray
-    ) -> None:
+    def _index(self, lsh: MinHashLSH, batch: _Batch, signed: Signatures) -> None:
         conf = self.conf
-        # MinHash values are below 2**32: kept as uint32, they take half the memory.
-        compact = values.astype(np.uint32)
-        for row in np.flatnonzero(has_words):
+        for row in np.flatnonzero(np.diff(signed.offsets)).tolist():
             pos = batch.positions[row]
-            minhash = LeanMinHash(seed=conf.seed, hashvalues=values[row])
+            own = signed.of(row)
+            minhash = LeanMinHash(seed=conf.seed, hashvalues=signed.minhashes[row])
             best, best_similarity = -1, -1.0
             for other in sorted(lsh.query(minhash)):
-                equal = np.count_nonzero(compact[row] == self._hashvalues[other])
-                similarity = equal / conf.num_perm
+                similarity = jaccard(own, self._shingles[other])
                 if similarity < conf.threshold:
                     continue
                 self._edges[0].append(pos)
@@ -239,7 +293,7 @@ class Deduplicator:
             if best >= 0:
                 self._mark(pos, NEAR, best, best_similarity)
             lsh.insert(pos, minhash, check_duplication=False)
-            self._hashvalues[pos] = compact[row]
+            self._shingles[pos] = own
 
     def _mark(self, pos: int, status: int, match: int, similarity: float) -> None:
         self._status[pos] = status
@@ -325,14 +379,15 @@ class Decisions:
             for reason, other, sim in zip(reasons, of, similarity, strict=True)
         ]
         rejects = table.filter(pa.array(removed))
-        for name, values, type_ in (
-            ("reject_stage", [STAGE] * len(of), pa.string()),
-            ("reject_reason", reasons, pa.string()),
-            ("reject_detail", details, pa.string()),
-            ("duplicate_of", of, pa.string()),
-            ("similarity", similarity, pa.float64()),
-            ("dup_group", np.array(group, dtype=object)[removed], pa.string()),
-        ):
+        columns = [
+            [STAGE] * len(of),
+            reasons,
+            details,
+            of,
+            similarity,
+            np.array(group, dtype=object)[removed],
+        ]
+        for (name, type_), values in zip(REJECT_COLUMNS, columns, strict=True):
             rejects = rejects.append_column(name, pa.array(values, type_))
         return kept, rejects
 
@@ -406,7 +461,7 @@ def check_guard(
         )
 
 
-def _check_columns(path: Any, schema: pa.Schema, column: str, dataset: str) -> None:
+def _check_columns(path: Path, schema: pa.Schema, column: str, dataset: str) -> None:
     for name in ("record_id", "source_name"):
         if name not in schema.names:
             raise SchemaError(
@@ -421,32 +476,54 @@ def _check_columns(path: Any, schema: pa.Schema, column: str, dataset: str) -> N
         )
 
 
-def _batches(path: Any, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def _batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     yield from read_arrow_batches(path, BATCH_ROWS, columns=columns)
 
 
 def decide(
-    dedup: Deduplicator, batches: Iterable[pa.RecordBatch], parallel: bool
+    dedup: Deduplicator,
+    batches: Iterable[pa.RecordBatch],
+    workers: int = 0,
+    chunk_rows: int = SIGN_CHUNK_ROWS,
 ) -> None:
-    """Feed `batches` to `dedup` in order. With `parallel`, a worker process
-    computes the MinHash signatures of each batch while this process indexes
-    the one before: the two halves of the work take about as long."""
+    """Feed `batches` to `dedup` in table order.
+
+    With `workers`, worker processes compute the signatures (shingles and
+    MinHash, the costly half for long texts) in chunks of `chunk_rows`, while
+    this process decides exact duplicates and indexes earlier batches (the
+    costly half for short texts). Batches are still indexed in table order, so
+    the result is the same as without workers.
+    """
     column = dedup.conf.column
-    if not (parallel and dedup.conf.near):
+    if workers < 1 or not dedup.conf.near:
         for batch in batches:
             dedup.add(*_columns(batch, column))
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(1, context, initializer=_ignore_sigint) as pool:
-        pending: tuple[_Batch, Future[tuple[np.ndarray, np.ndarray]]] | None = None
+    pool = ProcessPoolExecutor(workers, context, initializer=_ignore_sigint)
+    pending: deque[tuple[_Batch, list[Future[Signatures]]]] = deque()
+    try:
         for batch in batches:
             prepared = dedup.prepare(*_columns(batch, column))
-            future = pool.submit(signatures, prepared.keys, dedup.conf)
-            if pending is not None:
-                dedup.index(pending[0], *pending[1].result())
-            pending = (prepared, future)
-        if pending is not None:
-            dedup.index(pending[0], *pending[1].result())
+            keys = prepared.keys
+            chunks = [keys[i : i + chunk_rows] for i in range(0, len(keys), chunk_rows)]
+            futures = [pool.submit(signatures, chunk, dedup.conf) for chunk in chunks]
+            pending.append((prepared, futures))
+            # Index as soon as the workers have enough queued to stay busy.
+            while len(pending) > workers:
+                _index_next(dedup, pending)
+        while pending:
+            _index_next(dedup, pending)
+    finally:
+        # On Ctrl-C or an error, drop the queued chunks instead of computing them.
+        pool.shutdown(cancel_futures=True)
+
+
+def _index_next(
+    dedup: Deduplicator, pending: deque[tuple[_Batch, list[Future[Signatures]]]]
+) -> None:
+    prepared, futures = pending.popleft()
+    dedup.index(prepared, Signatures.join([f.result() for f in futures], dedup.conf))
 
 
 def _ignore_sigint() -> None:
@@ -465,27 +542,39 @@ def run(ctx: StageContext) -> None:
     schema = pq.read_schema(source)
     _check_columns(source, schema, conf.column, ctx.dataset)
 
+    rows = count_rows(source)
     dedup = Deduplicator(conf)
-    n_batches = math.ceil(count_rows(source) / BATCH_ROWS)
-    columns = ["record_id", "source_name", conf.column]
     batches = progress(
-        _batches(source, columns), n_batches, f"dedup@{ctx.dataset}", "batches"
+        _batches(source, ["record_id", "source_name", conf.column]),
+        math.ceil(rows / BATCH_ROWS),
+        f"dedup@{ctx.dataset}",
+        "batches",
     )
-    decide(dedup, batches, parallel=n_batches > 1 and _can_fork())
+    decide(dedup, batches, workers=_workers() if rows > SIGN_CHUNK_ROWS else 0)
     decisions = dedup.decisions()
     counts = decisions.counts()
     check_guard(counts, conf, ctx.dataset)
 
+    _write(ctx, source, schema, decisions)
+    metrics = _metrics(counts, decisions)
+    ctx.write_metrics(metrics)
+    logger.info(
+        "dedup@%s: %d of %d records kept; %d exact and %d near duplicates removed",
+        ctx.dataset,
+        metrics["rows_out"],
+        metrics["rows_in"],
+        metrics["exact"],
+        metrics["near"],
+    )
+
+
+def _write(
+    ctx: StageContext, source: Path, schema: pa.Schema, decisions: Decisions
+) -> None:
+    """Read the input again and write what `decisions` keeps and removes."""
     kept_schema = schema.append(pa.field("dup_group", pa.string()))
     rejects_schema = schema
-    for name, type_ in (
-        ("reject_stage", pa.string()),
-        ("reject_reason", pa.string()),
-        ("reject_detail", pa.string()),
-        ("duplicate_of", pa.string()),
-        ("similarity", pa.float64()),
-        ("dup_group", pa.string()),
-    ):
+    for name, type_ in REJECT_COLUMNS:
         rejects_schema = rejects_schema.append(pa.field(name, type_))
     start = 0
     with (
@@ -500,23 +589,14 @@ def run(ctx: StageContext) -> None:
             if rejects.num_rows:
                 rejects_sink.write_table(rejects)
 
-    total = _metrics(counts, decisions)
-    ctx.write_metrics(total)
-    logger.info(
-        "dedup@%s: %d of %d records kept; %d exact and %d near duplicates removed",
-        ctx.dataset,
-        total["rows_out"],
-        total["rows_in"],
-        total["exact"],
-        total["near"],
-    )
 
-
-def _can_fork() -> bool:
-    """Whether a worker process can share the work: a second core, and fork
-    (a spawned worker would spend longer importing than it saves)."""
+def _workers() -> int:
+    """Signing workers: one per core when there is more than one, and fork (a
+    spawned worker would spend longer importing than it saves)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    return cores > 1 and "fork" in multiprocessing.get_all_start_methods()
+    if cores < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    return cores
 
 
 def _metrics(counts: dict[str, dict[str, int]], decisions: Decisions) -> dict[str, Any]:

@@ -194,8 +194,8 @@ def test_batches_decided_in_a_worker_process_decide_the_same() -> None:
     conf = DedupConf(threshold=0.7)
     alone, shared = Deduplicator(conf), Deduplicator(conf)
 
-    decide(alone, table.to_batches(max_chunksize=40), parallel=False)
-    decide(shared, table.to_batches(max_chunksize=40), parallel=True)
+    decide(alone, table.to_batches(max_chunksize=40))
+    decide(shared, table.to_batches(max_chunksize=40), workers=2, chunk_rows=15)
 
     one, two = alone.decisions(), shared.decisions()
     assert (one.status != dedup.KEPT).sum() > 200
