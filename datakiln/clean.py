@@ -5,8 +5,14 @@ The text rules are a sequence of `TextStep`s (see `text_steps`), each a pure
 function from a Series of texts to a Series of texts. HTML decoding runs once,
 on the text as ingested; every other step runs again and again, in order, until
 no text changes any more, so cleaning a cleaned text changes nothing whatever
-the order in which the rules uncover each other's patterns. A new rule (the PII
-masking of `datakiln.pii`, for instance) is one more step in that list.
+the order in which the rules uncover each other's patterns. A new rewrite of
+the text is one more step in that list.
+
+`Cleaner` runs a batch through phases: the text rules, then the filters. A phase
+may rewrite any column of the kept records or move records to the rejects
+(`CleanedBatch.reject`). Personal data (`datakiln.pii`: masking, pseudonyms,
+dropping records) belongs in a phase between the text rules and the filters,
+so that the filters, the rejects and the metrics only ever see masked text.
 
 Why HTML decoding runs once: `&amp;amp;` in a source is the escaped form of the
 literal text `&amp;`, which must survive. Decoding it a second time would turn
@@ -408,13 +414,8 @@ class CleanedBatch:
 
 
 class Cleaner:
-    """The clean stage's transform of one batch, built once from its config.
-
-    A batch goes through phases, each of which may rewrite columns of the kept
-    records or move records to the rejects: the text rules, then the length
-    filter, then the language filter. Personal data (datakiln.pii) is a phase
-    after the text rules, so that the filters and the rejects see masked text.
-    """
+    """The clean stage's transform of one batch, built once from its config: the
+    text rules, then the length filter, then the language filter."""
 
     def __init__(self, conf: CleanConf) -> None:
         self.conf = conf

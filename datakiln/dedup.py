@@ -120,28 +120,20 @@ class Signatures:
     @classmethod
     def join(cls, parts: list[Signatures], conf: DedupConf) -> Signatures:
         """The signatures of consecutive chunks of keys, as one."""
+        if not parts:
+            empty = np.zeros((0, conf.num_perm), dtype=np.uint64)
+            return cls(empty, np.empty(0, np.uint32), np.zeros(1, np.int64))
         if len(parts) == 1:
             return parts[0]
-        if not parts:
-            return cls(empty_minhashes(conf), np.empty(0, np.uint32), np.zeros(1, int))
         starts = np.cumsum([0] + [p.shingles.size for p in parts[:-1]])
+        offsets = [np.zeros(1, np.int64)] + [
+            p.offsets[1:] + start for p, start in zip(parts, starts, strict=True)
+        ]
         return cls(
-            np.vstack([empty_minhashes(conf), *(p.minhashes for p in parts)]),
-            np.concatenate([np.empty(0, np.uint32), *(p.shingles for p in parts)]),
-            np.concatenate(
-                [
-                    [0],
-                    *(
-                        p.offsets[1:] + start
-                        for p, start in zip(parts, starts, strict=True)
-                    ),
-                ]
-            ),
+            np.vstack([p.minhashes for p in parts]),
+            np.concatenate([p.shingles for p in parts]),
+            np.concatenate(offsets),
         )
-
-
-def empty_minhashes(conf: DedupConf) -> np.ndarray:
-    return np.zeros((0, conf.num_perm), dtype=np.uint64)
 
 
 def signatures(keys: Sequence[str], conf: DedupConf) -> Signatures:
@@ -150,8 +142,8 @@ def signatures(keys: Sequence[str], conf: DedupConf) -> Signatures:
     A pure function of its arguments, so it can run in another process.
     """
     # CRC-32 tells shingles apart, which is all MinHash asks of its base hash:
-    # the seeded permutations datasketch applies to it do the rest. It is
-    # three times faster than datasketch's default SHA-1.
+    # the seeded permutations datasketch applies to it do the rest, and it is
+    # much faster than datasketch's default, SHA-1.
     hashed = [sorted({zlib.crc32(s) for s in shingles(k, conf.shingle)}) for k in keys]
     sizes = np.fromiter((len(h) for h in hashed), dtype=np.int64, count=len(keys))
     values = np.zeros((len(keys), conf.num_perm), dtype=np.uint64)
