@@ -8,11 +8,14 @@ no text changes any more, so cleaning a cleaned text changes nothing whatever
 the order in which the rules uncover each other's patterns. A new rewrite of
 the text is one more step in that list.
 
-`Cleaner` runs a batch through phases: the text rules, then the filters. A phase
-may rewrite any column of the kept records or move records to the rejects
-(`CleanedBatch.reject`). Personal data (`datakiln.pii`: masking, pseudonyms,
-dropping records) belongs in a phase between the text rules and the filters,
-so that the filters, the rejects and the metrics only ever see masked text.
+`Cleaner` runs a batch through phases: the text rules, then personal data,
+then the filters. A phase may rewrite any column of the kept records or move
+records to the rejects (`CleanedBatch.reject`). Personal data (`datakiln.pii`:
+masking, pseudonyms, dropping records) comes after the text rules and before
+the filters, so that the filters, the rejects and the metrics only ever see
+masked text. Its tokens (`<email>`, `<email:3f2a...>`) are neither HTML tags,
+URLs nor mentions, and a second search skips them, so cleaning cleaned records
+leaves them as they are.
 
 Why HTML decoding runs once: `&amp;amp;` in a source is the escaped form of the
 literal text `&amp;`, which must survive. Decoding it a second time would turn
@@ -22,6 +25,7 @@ tag is the one case where running clean on its own output would change it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import logging
@@ -40,8 +44,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datakiln.config import CleanConf, TokenAction, UnicodeForm
-from datakiln.errors import ConfigError, SchemaError, SourceError
+from datakiln import pii
+from datakiln.config import CleanConf, PiiAction, TokenAction, UnicodeForm
+from datakiln.errors import ConfigError, SchemaError, SecretError, SourceError
 from datakiln.progress import progress
 from datakiln.stage import StageContext
 from datakiln.tables import ParquetSink, count_rows, read_arrow_batches
@@ -58,6 +63,9 @@ MAX_PASSES = 5
 # langid is slow on long texts and needs only a few sentences to be sure.
 LANGUAGE_SAMPLE_CHARS = 1_000
 PLOT_BINS = 40
+# Field metadata of a sensitive column whose values are pseudonyms already, so
+# that cleaning cleaned records does not pseudonymise them a second time.
+PSEUDONYMISED = {b"datakiln.pii": b"pseudonymised"}
 
 # ------------------------------------------------------------------ characters
 
@@ -391,6 +399,8 @@ class CleanedBatch:
     lengths: Counter[int] = field(default_factory=Counter)
     urls: int = 0
     unstable: int = 0
+    # Personal data found, by kind and action (never a value).
+    pii_counts: pii.PiiCounts = field(default_factory=pii.PiiCounts)
 
     @property
     def rejects(self) -> pa.Table:
@@ -415,15 +425,31 @@ class CleanedBatch:
 
 class Cleaner:
     """The clean stage's transform of one batch, built once from its config: the
-    text rules, then the length filter, then the language filter."""
+    text rules, then personal data, then the length filter, then the language
+    filter.
 
-    def __init__(self, conf: CleanConf) -> None:
+    `pseudonymiser` (from `datakiln.pii.pseudonymiser_for`) is needed when
+    clean.pii pseudonymises anything.
+    """
+
+    def __init__(
+        self, conf: CleanConf, pseudonymiser: pii.Pseudonymiser | None = None
+    ) -> None:
+        if pii.needs_key(conf.pii) and pseudonymiser is None:
+            raise SecretError(
+                "clean.pii pseudonymises, so the Cleaner needs a pseudonymiser; "
+                "make it with datakiln.pii.pseudonymiser_for(root, conf.pii)"
+            )
         self.conf = conf
         self.steps = text_steps(conf)
+        self.pseudonymiser = pseudonymiser
 
     def __call__(self, table: pa.Table) -> CleanedBatch:
+        done = _pseudonymised_columns(table.schema)
         batch = CleanedBatch(kept=_with_output_columns(self.conf, table))
         self._rewrite_texts(batch)
+        if protects(self.conf):
+            self._protect_personal_data(batch, done)
         self._filter_by_length(batch)
         if self.conf.languages:
             self._filter_by_language(batch)
@@ -465,6 +491,73 @@ class Cleaner:
         ]
         index = table.schema.get_field_index(name)
         return table.set_column(index, name, pa.array(merged, pa.list_(pa.string())))
+
+    def _protect_personal_data(self, batch: CleanedBatch, done: set[str]) -> None:
+        """Mask, pseudonymise or keep personal data in the searched columns and
+        the URLs column; pseudonymise the sensitive columns; move records with
+        a `drop` kind to the rejects as pii_<kind>, their text masked."""
+        conf, table = self.conf, batch.kept
+        searched = conf.pii.columns or conf.columns
+        sensitive = [c for c in conf.pii.sensitive_columns if c not in done]
+        declared = dataclasses.replace(
+            conf.pii, columns=searched, sensitive_columns=sensitive
+        )
+        frame = table.select([*searched, *sensitive]).to_pandas()
+        outcome = pii.apply(frame, declared, searched, self.pseudonymiser)
+        for column in [*searched, *sensitive]:
+            index = table.schema.get_field_index(column)
+            field_ = table.schema.field(index)
+            values = pa.Array.from_pandas(outcome.frame[column], type=field_.type)
+            table = table.set_column(index, field_, values)
+        batch.pii_counts.add(outcome.counts)
+        reasons: list[tuple[str, str] | None] = [None] * table.num_rows
+        marked = iter(zip(outcome.reasons, outcome.details, strict=True))
+        for row in np.flatnonzero(outcome.dropped):
+            reasons[row] = next(marked)
+        if conf.urls_column:
+            table = self._protect_urls(table, conf.urls_column, batch, reasons)
+        batch.kept = table
+        dropped = [r for r in reasons if r is not None]
+        batch.reject(
+            np.array([r is not None for r in reasons], dtype=bool),
+            [reason for reason, _ in dropped],
+            [detail for _, detail in dropped],
+        )
+
+    def _protect_urls(
+        self,
+        table: pa.Table,
+        name: str,
+        batch: CleanedBatch,
+        reasons: list[tuple[str, str] | None],
+    ) -> pa.Table:
+        # The text rules moved each URL out of the text into this column, where
+        # an e-mail address in a link's query (?email=...) would otherwise stay.
+        lists = table.column(name).to_pylist()
+        rows = [row for row, urls in enumerate(lists) for _ in urls or []]
+        if not rows:
+            return table
+        flat = pd.DataFrame({name: [url for urls in lists for url in urls or []]})
+        declared = dataclasses.replace(
+            self.conf.pii, columns=[name], sensitive_columns=[]
+        )
+        outcome = pii.apply(flat, declared, [name], self.pseudonymiser)
+        batch.pii_counts.add(outcome.counts)
+        masked: list[list[str]] = [[] for _ in lists]
+        for row, url in zip(rows, outcome.frame[name], strict=True):
+            masked[row].append(url)
+        marked = iter(zip(outcome.reasons, outcome.details, strict=True))
+        for position in np.flatnonzero(outcome.dropped):
+            row = rows[position]
+            reason, detail = next(marked)
+            reasons[row] = reasons[row] or (reason, detail)
+        merged = [
+            list(dict.fromkeys(urls)) if old is not None else None
+            for urls, old in zip(masked, lists, strict=True)
+        ]
+        index = table.schema.get_field_index(name)
+        field_ = table.schema.field(index)
+        return table.set_column(index, field_, pa.array(merged, field_.type))
 
     def _filter_by_length(self, batch: CleanedBatch) -> None:
         conf = self.conf
@@ -526,7 +619,8 @@ def _added_columns(conf: CleanConf) -> list[pa.Field]:
 
 
 def _with_output_columns(conf: CleanConf, table: pa.Table) -> pa.Table:
-    """The input with the columns clean fills in, null for now. Cleaning cleaned
+    """The input with the columns clean fills in, null for now, and the
+    sensitive columns as text (the type of their pseudonyms). Cleaning cleaned
     records finds them in place, and keeps their order."""
     for added in _added_columns(conf):
         if added.name in table.column_names:
@@ -535,7 +629,32 @@ def _with_output_columns(conf: CleanConf, table: pa.Table) -> pa.Table:
             table = table.set_column(index, added, values)
         else:
             table = table.append_column(added, pa.nulls(table.num_rows, added.type))
+    for name in conf.pii.sensitive_columns:
+        # Cast by Arrow, so that user id 101 is "101" in every batch, whether
+        # or not the batch has a null that pandas would turn into a float.
+        index = table.schema.get_field_index(name)
+        if index < 0:
+            raise ConfigError(
+                f"clean.pii.sensitive_columns names '{name}', which the records "
+                f"do not have (they have: {', '.join(table.column_names)})"
+            )
+        values = table.column(index).cast(pa.string())
+        table = table.set_column(index, _sensitive_field(name), values)
     return table
+
+
+def _sensitive_field(name: str) -> pa.Field:
+    return pa.field(name, pa.string(), metadata=PSEUDONYMISED)
+
+
+def _pseudonymised_columns(schema: pa.Schema) -> set[str]:
+    """Columns marked as holding pseudonyms already (by an earlier clean)."""
+    return {f.name for f in schema if (f.metadata or {}) == PSEUDONYMISED}
+
+
+def protects(conf: CleanConf) -> bool:
+    """Whether clean.pii declares anything: an action or a sensitive column."""
+    return bool(pii.active_actions(conf.pii) or conf.pii.sensitive_columns)
 
 
 def _preview(text: str, width: int = 60) -> str:
@@ -543,10 +662,18 @@ def _preview(text: str, width: int = 60) -> str:
 
 
 def clean_frame(
-    frame: pd.DataFrame, conf: CleanConf
+    frame: pd.DataFrame,
+    conf: CleanConf,
+    pseudonymiser: pii.Pseudonymiser | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean a DataFrame of records: (kept records, rejected records)."""
-    batch = Cleaner(conf)(pa.Table.from_pandas(frame, preserve_index=False))
+    """Clean a DataFrame of records: (kept records, rejected records).
+
+    A DataFrame cannot carry the mark that its sensitive columns hold pseudonyms
+    already (Arrow field metadata does), so cleaning the kept records again
+    would pseudonymise those columns twice; use `Cleaner` on Arrow tables then.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    batch = Cleaner(conf, pseudonymiser)(table)
     return batch.kept.to_pandas(), batch.rejects.to_pandas()
 
 
@@ -580,6 +707,7 @@ def check_conf(conf: CleanConf, dataset: str) -> None:
                 f"{where}.{key}': {token!r} is an HTML tag, which clean.html would "
                 f"strip from cleaned text. Choose another token, such as '<url>'."
             )
+    _check_pii(conf, where)
     if conf.languages:
         known = set(known_languages())
         unknown = [code for code in conf.languages if code not in known]
@@ -591,11 +719,33 @@ def check_conf(conf: CleanConf, dataset: str) -> None:
             )
 
 
+def _check_pii(conf: CleanConf, where: str) -> None:
+    import phonenumbers
+
+    declared = conf.pii
+    if declared.phone_region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"{where}.pii.phone_region': {declared.phone_region!r} is not a region "
+            f"the phonenumbers library knows; expected an ISO 3166 alpha-2 code "
+            f"such as 'US' or 'GB'. Fix it, then run `datakiln compose`."
+        )
+    searched = set(declared.columns or conf.columns)
+    both = [c for c in declared.sensitive_columns if c in searched]
+    if both:
+        raise ConfigError(
+            f"{where}.pii.sensitive_columns': {both} are searched for personal data "
+            f"too (clean.pii.columns, or clean.columns when that is empty); a "
+            f"sensitive column is replaced whole by its pseudonym, so list it in "
+            f"one place only. Fix it, then run `datakiln compose`."
+        )
+
+
 def _check_columns(
     conf: CleanConf, schema: pa.Schema, path: Path, dataset: str
 ) -> None:
     wanted = [("columns", c) for c in conf.columns]
     wanted.append(("filter_column", conf.filter_column))
+    wanted += [("pii.columns", c) for c in conf.pii.columns]
     for key, column in wanted:
         if column not in schema.names:
             raise SchemaError(
@@ -610,6 +760,20 @@ def _check_columns(
                 f"{path}: column '{column}' (dataset.{dataset}.clean.{key}) holds "
                 f"{schema.field(column).type}, expected text. Declare it as a string "
                 f"in the dataset's schema, or leave it out of clean."
+            )
+    for column in conf.pii.sensitive_columns:
+        if column not in schema.names:
+            raise SchemaError(
+                f"{path}: no column '{column}' named by dataset.{dataset}.clean.pii."
+                f"sensitive_columns; the columns are {schema.names}. Fix clean in "
+                f"conf/dataset/{dataset}.yaml, then run `datakiln compose`."
+            )
+        kind = schema.field(column).type
+        if pa.types.is_nested(kind) or pa.types.is_binary(kind):
+            raise SchemaError(
+                f"{path}: column '{column}' (dataset.{dataset}.clean.pii."
+                f"sensitive_columns) holds {kind}; only single values (text, "
+                f"numbers, dates) can be replaced by a pseudonym."
             )
     name = conf.urls_column
     if name and name in schema.names and not pa.types.is_list(schema.field(name).type):
@@ -640,8 +804,10 @@ def run(ctx: StageContext) -> None:
     schema = pq.read_schema(source)
     _check_columns(conf, schema, source, ctx.dataset)
 
-    cleaner = Cleaner(conf)
-    total = _Totals()
+    # The key is decrypted in memory once per run; None when nothing is
+    # pseudonymised.
+    cleaner = Cleaner(conf, pii.pseudonymiser_for(ctx.root, conf.pii))
+    total = _Totals(pii_counts=_pii_counts(conf))
     batches = read_arrow_batches(source, BATCH_ROWS)
     n_batches = math.ceil(count_rows(source) / BATCH_ROWS)
     out_schema = _output_schema(conf, schema)
@@ -687,6 +853,7 @@ class _Totals:
     changed: Counter[str] = field(default_factory=Counter)
     languages: Counter[str] = field(default_factory=Counter)
     lengths: Counter[int] = field(default_factory=Counter)
+    pii_counts: pii.PiiCounts = field(default_factory=pii.PiiCounts)
 
     def add(self, rows: int, batch: CleanedBatch) -> None:
         self.rows_in += rows
@@ -697,13 +864,16 @@ class _Totals:
         self.changed.update(batch.changed)
         self.languages.update(batch.languages)
         self.lengths.update(batch.lengths)
+        self.pii_counts.add(batch.pii_counts)
 
     def metrics(self, conf: CleanConf) -> dict[str, Any]:
         metrics: dict[str, Any] = {
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "rejected": self.rows_in - self.rows_out,
-            "rejects": {reason: self.reasons[reason] for reason in REJECT_REASONS},
+            "rejects": {
+                reason: self.reasons[reason] for reason in reject_reasons(conf)
+            },
             "changed": {
                 step.name: self.changed[step.name] for step in text_steps(conf)
             },
@@ -712,7 +882,24 @@ class _Totals:
             metrics["languages"] = dict(sorted(self.languages.items()))
         if conf.urls_column:
             metrics["urls_found"] = self.urls
+        if protects(conf):
+            metrics["pii"] = self.pii_counts.as_metrics()
         return metrics
+
+
+def _pii_counts(conf: CleanConf) -> pii.PiiCounts:
+    # Every declared kind is listed in the metrics, found or not.
+    actions = pii.active_actions(conf.pii)
+    counts = pii.PiiCounts(actions={kind: a.value for kind, a in actions.items()})
+    counts.columns = dict.fromkeys(conf.pii.sensitive_columns, 0)
+    return counts
+
+
+def reject_reasons(conf: CleanConf) -> list[str]:
+    """Every reason clean may give under `conf`: pii_<kind> for each `drop` kind."""
+    actions = pii.active_actions(conf.pii)
+    dropped = [f"pii_{k}" for k, a in actions.items() if a is PiiAction.drop]
+    return [*REJECT_REASONS, *dropped]
 
 
 def length_histogram(lengths: Counter[int], bins: int = PLOT_BINS) -> pd.DataFrame:
