@@ -1,8 +1,9 @@
 """`datakiln summary`: what the last build made, read from metrics/<dataset>/.
 
 A few plain lines per dataset, meant for a terminal or a CI log: rows per
-stage, duplicates removed, label coverage and accuracy against gold, gates,
-split sizes, and where the data and its card are.
+stage, personal data found by kind and what was done with it, duplicates
+removed, label coverage and accuracy against gold, gates, split sizes, and
+where the data and its card are.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ SPLITS = ("train", "validation", "test")
 KEEP_ALL_ROWS = ("validate", "split")
 INDENT = "  "
 LABEL_WIDTH = 12
+# Lines are kept under 100 columns; longer text continues on the next line.
+TEXT_WIDTH = 84
+# What each pii action did, as the summary says it.
+PII_DONE = {"keep": "kept", "mask": "masked", "pseudonymise": "pseudonymised"}
 
 
 def summarise(root: Path, datasets: list[str]) -> str:
@@ -60,6 +65,7 @@ def dataset_summary(root: Path, dataset: str) -> str:
         )
     lines = [
         ("rows", _rows_line(metrics)),
+        *_pii_lines(metrics.get("clean")),
         ("duplicates", _dedup_line(metrics.get("dedup"))),
         *_label_lines(metrics.get("label")),
         ("gates", _gates_line(metrics)),
@@ -91,6 +97,54 @@ def _rows_line(metrics: dict[str, dict[str, Any]]) -> str:
             name = "published" if stage == "publish" else stage
             steps.append(f"{name} {rows_out:,}")
     return " -> ".join(steps)
+
+
+def _pii_lines(report: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Personal data by kind, most found first, and what clean did with it."""
+    pii = (report or {}).get("pii")
+    if not pii:
+        return []
+    kinds = pii.get("kinds") or {}
+    dropped = pii.get("dropped_records") or {}
+    found = sorted(
+        (kind for kind, n in kinds.items() if n.get("matches")),
+        key=lambda kind: -int(kinds[kind]["matches"]),
+    )
+    parts = []
+    for kind in found:
+        action, matches = kinds[kind].get("action"), kinds[kind]["matches"]
+        if action == "drop":
+            records = dropped.get(kind, 0)
+            plural = "" if records == 1 else "s"
+            parts.append(
+                f"{kind} {_count(matches)} found, {_count(records)} record{plural} "
+                f"dropped"
+            )
+        else:
+            parts.append(f"{kind} {_count(matches)} {PII_DONE.get(action, action)}")
+    none = [kind for kind in kinds if kind not in found]
+    if none:
+        parts.append(f"no {_or_list(none)} found")
+    for column, values in (pii.get("pseudonymised_columns") or {}).items():
+        parts.append(f"{column} {_count(values)} values pseudonymised")
+    return [("pii" if i == 0 else "", text) for i, text in enumerate(_wrap(parts))]
+
+
+def _or_list(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _wrap(parts: list[str], width: int = TEXT_WIDTH) -> list[str]:
+    """`parts` joined by commas, a new line before a part that would not fit."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += f", {part}"
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(part)
+    return lines
 
 
 def _dedup_line(report: dict[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from labelled_records import MakeContext, declaration, records, write_labelled
 
 from datakiln import publish, split, validate
+from datakiln.pii import PiiCounts
 from datakiln.stage import StageContext
 from datakiln.summary import summarise
 
@@ -127,3 +128,45 @@ def test_summary_without_params_lists_built_datasets(tmp_path: Path) -> None:
 
     assert text.splitlines()[:2] == ["b", "  rows        ingest 5"]
     assert "data        not published yet" in text
+
+
+def test_summary_says_what_clean_did_with_personal_data(
+    make_context: MakeContext,
+) -> None:
+    ctx = build(make_context)
+    counts = PiiCounts(
+        actions={
+            "email": "pseudonymise",
+            "iban": "mask",
+            "card": "drop",
+            "ip": "mask",
+            "phone": "mask",
+            "mention": "keep",
+        },
+        matches={"email": 97, "card": 2, "phone": 4, "mention": 12345},
+        records={"email": 97, "card": 1, "phone": 4, "mention": 9787},
+        dropped={"card": 1},
+        columns={"author_id": 40},
+    )
+    clean = {**UPSTREAM["clean"], "pii": counts.as_metrics()}
+    ctx.paths.metrics("clean").write_text(json.dumps(clean))
+
+    lines = summarise(ctx.root, ["sample"]).splitlines()
+
+    start = lines.index(
+        "  pii         mention 12,345 kept, email 97 pseudonymised, phone 4 masked,"
+    )
+    assert lines[start + 1 : start + 3] == [
+        "              card 2 found, 1 record dropped, no iban or ip found,",
+        "              author_id 40 values pseudonymised",
+    ]
+    assert lines[start + 3].startswith("  duplicates")
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_summary_has_no_pii_line_when_clean_looked_for_none(
+    make_context: MakeContext,
+) -> None:
+    ctx = build(make_context)
+
+    assert "  pii " not in summarise(ctx.root, ["sample"])
