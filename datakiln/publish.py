@@ -376,6 +376,7 @@ def render_card(facts: dict[str, Any]) -> str:
         _card_files(facts["manifest"]),
         _card_sources(conf),
         _card_stages(facts["metrics"]),
+        _card_personal_data(conf, facts["metrics"].get("clean")),
         _card_labels(facts["labels"], conf, facts["metrics"].get("label", {})),
         _card_gates(facts["metrics"]),
         _card_build(facts),
@@ -444,6 +445,64 @@ def _card_stages(metrics: dict[str, dict[str, Any]]) -> str:
         cells = [_count(n) for n in stage_counts(report)]
         lines.append(f"| {stage} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def _card_personal_data(conf: DatasetConf, clean: dict[str, Any] | None) -> str:
+    """Which personal data clean looked for, what it did, and how often."""
+    if clean is None:
+        return ""
+    lines = ["## Personal data", ""]
+    pii = clean.get("pii")
+    if not pii:
+        lines.append(
+            "No handling of personal data is declared (`clean.pii`), so the "
+            "texts were not searched for it."
+        )
+        return "\n".join(lines)
+    lines += [
+        "The clean stage searched the text for personal data and applied the "
+        "action declared for each kind: `keep` leaves the value in the text, "
+        "`mask` replaces it by `<kind>`, `pseudonymise` by `<kind:token>`, and "
+        "`drop` moves the record to the rejects. The build records these "
+        "counts, never a value.",
+        "",
+        *_pii_table(pii),
+    ]
+    columns = pii.get("pseudonymised_columns") or {}
+    if columns:
+        listed = ", ".join(f"`{c}` ({_count(n)} values)" for c, n in columns.items())
+        lines += [
+            "",
+            f"Sensitive columns, every value replaced by its pseudonym: {listed}.",
+        ]
+    kinds = (pii.get("kinds") or {}).values()
+    if not columns and all(k.get("action") != "pseudonymise" for k in kinds):
+        return "\n".join(lines)
+    lines += [
+        "",
+        "A pseudonym (`<kind:token>` in the text, the token alone in a "
+        "sensitive column) is a keyed HMAC-SHA256 of the "
+        f"value, with the key `{conf.clean.pii.key}` kept in sops and never "
+        "published: one value has one token in every dataset built with that "
+        "key, and without the key a token can be neither reversed nor confirmed.",
+    ]
+    return "\n".join(lines)
+
+
+def _pii_table(pii: dict[str, Any]) -> list[str]:
+    lines = [
+        "| kind | action | found | texts holding it | records dropped |",
+        "|---|---|---:|---:|---:|",
+    ]
+    dropped = pii.get("dropped_records") or {}
+    for kind, found in (pii.get("kinds") or {}).items():
+        action = found.get("action")
+        removed = _count(dropped.get(kind, 0)) if action == "drop" else "–"
+        lines.append(
+            f"| {kind} | {action} | {_count(found.get('matches'))} | "
+            f"{_count(found.get('records'))} | {removed} |"
+        )
+    return lines
 
 
 def _figure(value: Any) -> str:

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 import datakiln
 from datakiln import publish, split, validate
 from datakiln.errors import ConfigError
+from datakiln.pii import PiiCounts
 from datakiln.stage import StageContext
 
 
@@ -311,3 +312,43 @@ def test_an_empty_split_is_published_as_an_empty_table(
     train_file = pq.read_table(ctx.paths.published_dir / "train.parquet")
     assert test_file.num_rows == 0
     assert test_file.schema.equals(train_file.schema)
+
+
+def test_card_says_which_personal_data_was_handled_and_how_often(
+    make_context: MakeContext,
+) -> None:
+    ctx = make_context("validate", declaration())
+    counts = PiiCounts(
+        actions={"email": "pseudonymise", "phone": "mask", "card": "drop"},
+        matches={"email": 3, "phone": 2, "card": 1},
+        records={"email": 3, "phone": 2, "card": 1},
+        dropped={"card": 1},
+        columns={"author_id": 4},
+    )
+    ctx.paths.metrics("clean").parent.mkdir(parents=True)
+    ctx.paths.metrics("clean").write_text(
+        json.dumps({"rows_in": 51, "rows_out": 50, "pii": counts.as_metrics()})
+    )
+
+    ctx = publish_records(make_context, records(50))
+
+    card = (ctx.paths.published_dir / "README.md").read_text()
+    assert "## Personal data" in card
+    assert "| email | pseudonymise | 3 | 3 | – |" in card
+    assert "| phone | mask | 2 | 2 | – |" in card
+    assert "| card | drop | 1 | 1 | 1 |" in card
+    assert "every value replaced by its pseudonym: `author_id` (4 values)." in card
+    assert "with the key `${secret:pii.pseudonym_key}` kept in sops" in card
+
+
+def test_card_says_when_no_personal_data_was_looked_for(
+    make_context: MakeContext,
+) -> None:
+    ctx = make_context("validate", declaration())
+    ctx.paths.metrics("clean").parent.mkdir(parents=True)
+    ctx.paths.metrics("clean").write_text(json.dumps({"rows_in": 5, "rows_out": 5}))
+
+    ctx = publish_records(make_context, records(50))
+
+    card = (ctx.paths.published_dir / "README.md").read_text()
+    assert "No handling of personal data is declared (`clean.pii`)" in card
