@@ -5,12 +5,15 @@ beside dvc.lock, outside DVC's outputs so it never makes a stage stale): who
 ran it (git identity, CI identity), when, the git commit, the stage, the
 SHA-256 of its inputs and outputs as dvc.yaml declares them, the hash of the
 dataset's params, the names of the secrets its declaration references (never
-their values) and any lakeFS commit its metrics report. Entries are chained:
-each holds the hash of the one before, and its own hash covers everything in
-it, so `datakiln audit verify` finds an entry edited, removed or reordered.
-The publish stage's entry closes a build, and the log as it then stands is
-published beside the dataset, which anchors its head: a log cut short or
-rewritten no longer starts with the published copy.
+their values) and any lakeFS commit its metrics report (the publish stage's
+build commit and merge). Entries are chained: each holds the hash of the one
+before, and its own hash covers everything in it, so `datakiln audit verify`
+finds an entry edited, removed or reordered. The publish stage's entry closes
+a build, and the log as it then stands is published beside the dataset, which
+anchors its head: a log cut short or rewritten no longer starts with the
+published copy. A lakeFS publish that commits new data takes the log into
+that commit too, as it stood before the publish entry (which names the
+commit, so cannot be inside it).
 """
 
 from __future__ import annotations

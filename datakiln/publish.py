@@ -60,7 +60,9 @@ GIT_TIMEOUT_S = 10
 # How the card and the label counts name records without a label.
 UNLABELLED = "(no label)"
 
-Target = Callable[[StageContext, Path], None]
+# A target receives the finished folder and may return facts for the publish
+# metrics (the lakeFS commits), which the stage's audit entry records.
+Target = Callable[[StageContext, Path], dict[str, Any] | None]
 # Target name -> "module:function". Imported only when used, so a target's
 # client library loads only for datasets that publish there.
 TARGETS = {
@@ -100,8 +102,9 @@ def publish_local(ctx: StageContext, folder: Path) -> None:
 def run(ctx: StageContext) -> None:
     check_conf(ctx.conf, ctx.dataset)
     built = build_local(ctx)
-    resolve_target(ctx.conf.publish.target)(ctx, ctx.paths.published_dir)
-    ctx.write_metrics(publish_metrics(ctx, built))
+    target = resolve_target(ctx.conf.publish.target)
+    reported = target(ctx, ctx.paths.published_dir) or {}
+    ctx.write_metrics({**publish_metrics(ctx, built), **reported})
 
 
 @dataclass

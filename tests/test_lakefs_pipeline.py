@@ -155,11 +155,23 @@ def test_round_trip_reads_the_pinned_commit_and_merges_the_build(
         == run(project, {**os.environ}, "git", "rev-parse", "HEAD~1").strip()
     )
     folder = project / "data" / "published" / "tiny"
-    published = scan_folder(folder, dataset_files(folder))
+    published = scan_folder(folder, dataset_files(folder) | {"audit.jsonl"})
     in_lake = lake.list_objects(LAKE_REPO, "main", "datasets/tiny/")
+    local_log = published.pop("audit.jsonl").path.read_bytes()
+    lake_log = lake.read_bytes(LAKE_REPO, "main", "datasets/tiny/audit.jsonl")
+    del in_lake["datasets/tiny/audit.jsonl"]
     assert {f"datasets/tiny/{p}": f.md5 for p, f in published.items()} == {
         path: entry.checksum for path, entry in in_lake.items()
     }
+    # The commit holds the audit log up to split; the publish entry, which
+    # names that commit and its merge, follows it in the local copy only.
+    *before, publish = local_log.decode().splitlines()
+    assert lake_log.decode().splitlines() == before
+    assert [json.loads(line)["stage"] for line in before][-2:] == ["validate", "split"]
+    entry = json.loads(publish)
+    assert entry["stage"] == "publish"
+    assert entry["lakefs"]["lakefs_commit"] == ref.commit
+    assert entry["lakefs"]["lakefs_merge_commit"] == ref.merge_commit
     tracked = run(project, {**os.environ}, "git", "ls-files", "versions")
     assert tracked.split() == ["versions/tiny.lock.yaml", "versions/tiny.ref.yaml"]
 
@@ -192,3 +204,8 @@ def test_a_new_raw_commit_moves_the_pin_and_reruns_ingest(
     assert metrics["rows_in"] == 48
     ref = read_ref(project, "tiny")
     assert ref is not None and ref.merge_commit == lake.resolve(LAKE_REPO, "main")
+    # The new commit took the log along, entries of this build included.
+    log = (project / "audit" / "tiny.jsonl").read_text().splitlines()
+    lake_log = lake.read_bytes(LAKE_REPO, "main", "datasets/tiny/audit.jsonl")
+    assert lake_log.decode().splitlines() == log[:-1]
+    assert json.loads(log[-1])["lakefs"]["lakefs_commit"] == ref.commit

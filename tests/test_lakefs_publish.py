@@ -10,6 +10,7 @@ import pytest
 from conftest import MakeContext
 from lakefs_fixtures import FAST_RETRY, StartServer
 
+from datakiln.audit import log_path
 from datakiln.lakefs.client import LakeFS, LakeFSAuthError, LakeFSUnavailableError
 from datakiln.lakefs.publish import (
     Build,
@@ -100,6 +101,33 @@ def test_files_outside_the_manifest_stay_local(
     listed = lake.list_objects(lakefs_repo, "main", "datasets/tiny/")
     assert "datasets/tiny/audit.jsonl" not in listed
     assert "datasets/tiny/manifest.json" in listed
+
+
+def test_a_commit_carries_the_audit_log_but_the_log_alone_makes_none(
+    lake: LakeFS, lakefs_repo: str, tmp_path: Path
+) -> None:
+    folder = built_folder(tmp_path / "tiny")
+    log = folder / "audit.jsonl"
+    log.write_text('{"seq": 0}\n')
+    first = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=True)
+    audit = "datasets/tiny/audit.jsonl"
+    assert lake.read_bytes(lakefs_repo, first.commit, audit) == b'{"seq": 0}\n'
+
+    # The log grew (this run's entries), the data did not: no commit.
+    log.write_text('{"seq": 0}\n{"seq": 1}\n')
+    before = heads(lake, lakefs_repo)
+    again = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=True)
+    assert again.merge_commit == first.merge_commit
+    assert heads(lake, lakefs_repo) == before
+    assert lake.read_bytes(lakefs_repo, "main", audit) == b'{"seq": 0}\n'
+
+    # New data makes a commit, which takes the log as it now stands.
+    built_folder(folder, rows=4)
+    changed = publish_folder(
+        lake, folder, build("fedcba9876543210", rows=4), lakefs_repo, "main", merge=True
+    )
+    assert changed.merge_commit != first.merge_commit
+    assert lake.read_bytes(lakefs_repo, "main", audit) == log.read_bytes()
 
 
 def test_a_new_build_uploads_only_the_changed_objects(
@@ -265,7 +293,11 @@ def test_target_publishes_merges_and_writes_the_ref_file(
     lake: LakeFS, lakefs_repo: str, lakectl_env: None, make_context: MakeContext
 ) -> None:
     ctx = _stage_context(make_context, lakefs_repo)
-    publish_lakefs(ctx, ctx.paths.published_dir)
+    log = log_path(ctx.root, "tiny")
+    log.parent.mkdir(parents=True)
+    log.write_text('{"stage": "split"}\n')
+
+    reported = publish_lakefs(ctx, ctx.paths.published_dir)
 
     ref = read_ref(ctx.root, "tiny")
     assert ref is not None and ref.status == MERGED
@@ -273,6 +305,18 @@ def test_target_publishes_merges_and_writes_the_ref_file(
     text = ref_path(ctx.root, "tiny").read_text()
     assert f"uri: lakefs://{lakefs_repo}/{ref.merge_commit}/datasets/tiny/" in text
     assert lake.credentials.secret_access_key not in text
+    # The metrics name the commits (the audit entry takes them from there), and
+    # the commit holds the audit log as it stood.
+    assert reported == {
+        "lakefs_repository": lakefs_repo,
+        "lakefs_branch": "main",
+        "lakefs_build_branch": ref.build_branch,
+        "lakefs_commit": ref.commit,
+        "lakefs_merge_commit": ref.merge_commit,
+        "lakefs_status": MERGED,
+    }
+    audit = lake.read_bytes(lakefs_repo, ref.commit, "datasets/tiny/audit.jsonl")
+    assert audit == log.read_bytes()
 
 
 def test_a_gate_that_only_warned_keeps_the_build_off_main(

@@ -17,7 +17,11 @@ finished folder to `publish_lakefs`, which:
    branches and commits, so a pull request shows which lakeFS commit a
    dataset version is.
 
-Publishing data the target branch already holds makes no commit at all.
+Publishing data the target branch already holds makes no commit at all. A
+commit that is made anyway carries the audit log as it stands (every entry up
+to the stage before publish) as `audit.jsonl` beside the data. The log is not
+part of the comparison, since it grows with every run; the publish stage's own
+entry, which names the lakeFS commits it returns, is in the local copy only.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from lakefs.exceptions import ConflictException
 from omegaconf import OmegaConf
 
 import datakiln
+from datakiln.audit import PUBLISHED_NAME, log_path, publish_copy
 from datakiln.errors import ConfigError, LakeFSError
 from datakiln.lakefs.client import LakeFS, connect, object_metadata
 from datakiln.lakefs.sync import UploadHook, remote_state, scan_folder, sync_folder
@@ -83,8 +88,9 @@ class Build:
 # ------------------------------------------------------------------ the target
 
 
-def publish_lakefs(ctx: StageContext, folder: Path) -> None:
-    """The publish stage's `lakefs` target."""
+def publish_lakefs(ctx: StageContext, folder: Path) -> dict[str, Any]:
+    """The publish stage's `lakefs` target; returns the commits for its metrics,
+    from which the stage's audit entry takes them."""
     conf = ctx.conf.publish
     if not conf.lakefs_repo:
         raise ConfigError(
@@ -100,6 +106,9 @@ def publish_lakefs(ctx: StageContext, folder: Path) -> None:
             ctx.dataset,
             ", ".join(failed),
         )
+    log = log_path(ctx.root, ctx.dataset)
+    if log.is_file():
+        publish_copy(log, folder / PUBLISHED_NAME)
     ref = publish_folder(
         connect(),
         folder,
@@ -111,6 +120,14 @@ def publish_lakefs(ctx: StageContext, folder: Path) -> None:
     )
     write_ref(ctx.root, ref)
     logger.info("publish@%s: %s (%s)", ctx.dataset, ref.uri, ref.status)
+    return {
+        "lakefs_repository": ref.repository,
+        "lakefs_branch": ref.target_branch,
+        "lakefs_build_branch": ref.build_branch,
+        "lakefs_commit": ref.commit,
+        "lakefs_merge_commit": ref.merge_commit,
+        "lakefs_status": ref.status,
+    }
 
 
 def build_of(ctx: StageContext, folder: Path) -> Build:
@@ -170,6 +187,7 @@ def publish_folder(
     files = dataset_files(folder)
     if _holds(lake, repo, target_branch, prefix, folder, files):
         return _unchanged(lake, build, repo, target_branch, prefix, previous)
+    carried = {name for name in CARRIED if (folder / name).is_file()}
 
     branch = build.branch
     if lake.branch_head(repo, branch) is None:
@@ -179,7 +197,14 @@ def publish_folder(
             "reusing build branch %s of %s (left by an earlier run)", branch, repo
         )
     sync_folder(
-        lake, repo, branch, folder, prefix, mirror=True, on_upload=on_upload, only=files
+        lake,
+        repo,
+        branch,
+        folder,
+        prefix,
+        mirror=True,
+        on_upload=on_upload,
+        only=files | carried,
     )
     commit = _commit(lake, repo, branch, build)
 
@@ -289,11 +314,17 @@ def _conflict(repo: str, branch: str, target: str, paths: list[str]) -> PublishR
     )
 
 
+# Files of the published folder that go into a commit made for the data, but
+# never decide whether one is made: the audit log grows with every run.
+CARRIED = (PUBLISHED_NAME,)
+
+
 def dataset_files(folder: Path) -> set[str]:
     """What is published: the files the manifest lists, the manifest, the card.
 
-    Anything else in the folder (the audit log's copy, say, which grows with
-    every run) stays local, so publishing the same data twice changes nothing.
+    These decide whether the target already holds the dataset. Anything else
+    in the folder stays local, except the files of CARRIED, which a commit
+    takes along; so publishing the same data twice changes nothing.
     """
     from datakiln.publish import CARD, MANIFEST
 
@@ -305,9 +336,12 @@ def dataset_files(folder: Path) -> set[str]:
 def _holds(
     lake: LakeFS, repo: str, ref: str, prefix: str, folder: Path, files: set[str]
 ) -> bool:
-    """Whether `ref` already holds exactly the dataset's files under `prefix`."""
+    """Whether `ref` already holds exactly the dataset's files under `prefix`
+    (besides the CARRIED files of an earlier commit)."""
     local = scan_folder(folder, files)
     remote = remote_state(lake, repo, ref, prefix)
+    for name in CARRIED:
+        remote.pop(prefix + name, None)
     if set(remote) != {prefix + relpath for relpath in local}:
         return False
     return all(
