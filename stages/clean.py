@@ -1,7 +1,6 @@
 """DVC stage `clean@<dataset>`: a thin shell around datakiln.clean.run."""
 
 from datakiln.clean import run
-
 from datakiln.stage import main
 
 if __name__ == "__main__":
