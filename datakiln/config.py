@@ -193,6 +193,11 @@ class DedupConf:
     # collapsing.
     column: str = "text"
     exact: bool = True
+    # Regular expressions removed from the text for the exact comparison only,
+    # such as clean's url token: texts equal once they are removed are exact
+    # duplicates. The kept text is unchanged, and near-duplicate shingles still
+    # see them, since a threshold is set on texts that have them.
+    exact_ignore: list[str] = field(default_factory=list)
     near: bool = True
     # Near duplicates: Jaccard similarity of the sets of word shingles at or
     # above this, among the pairs MinHash LSH proposes.

@@ -2,15 +2,16 @@
 
 Texts are compared in their comparison form (`comparison_key`: NFKC, case
 folded, whitespace collapsed). A record whose comparison form was seen before
-is an exact duplicate of the first record that had it. The others are
-near-duplicate candidates: a MinHash of their word shingles is looked up in a
-MinHash LSH index of all earlier texts (datasketch), which proposes the texts
-likely to be similar. A record whose Jaccard similarity of shingles to a
-proposed earlier kept record reaches `threshold` is a near duplicate of the
-most similar one (the earliest on a tie). The similarity is computed on the
-shingles themselves (as 32-bit hashes), not estimated from the MinHash, so it
-does not depend on `num_perm`; `num_perm` only decides how reliably LSH proposes
-the similar texts.
+is an exact duplicate of the first record that had it; the patterns declared
+in `exact_ignore` (clean's url token, say) are removed from the text for this
+comparison only. The others are near-duplicate candidates: a MinHash of their
+word shingles is looked up in a MinHash LSH index of all earlier texts
+(datasketch), which proposes the texts likely to be similar. A record whose
+Jaccard similarity of shingles to a proposed earlier kept record reaches
+`threshold` is a near duplicate of the most similar one (the earliest on a
+tie). The similarity is computed on the shingles themselves (as 32-bit hashes),
+not estimated from the MinHash, so it does not depend on `num_perm`; `num_perm`
+only decides how reliably LSH proposes the similar texts.
 
 Records are read in the order of the table, batch by batch, and each is
 compared only with earlier ones, so the first record of each group is kept and
@@ -204,6 +205,10 @@ class Deduplicator:
         self._edges: tuple[array[int], array[int]] = (array("q"), array("q"))
         self._lsh: MinHashLSH | None = None
         self._shingles: dict[int, np.ndarray] = {}
+        self._ignore: re.Pattern[str] | None = None
+        if conf.exact_ignore:
+            either = "|".join(f"(?:{p})" for p in conf.exact_ignore)
+            self._ignore = re.compile(either)
         if conf.near:
             self._lsh = MinHashLSH(
                 threshold=conf.threshold, num_perm=conf.num_perm, weights=LSH_WEIGHTS
@@ -243,7 +248,9 @@ class Deduplicator:
                 continue
             key = comparison_key(text)
             if self.conf.exact:
-                digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+                digest = hashlib.blake2b(
+                    self._exact_key(text, key).encode(), digest_size=16
+                ).digest()
                 first = self._first_by_key.setdefault(digest, pos)
                 if first != pos:
                     self._mark(pos, EXACT, first, 1.0)
@@ -253,6 +260,13 @@ class Deduplicator:
                 batch.positions.append(pos)
                 batch.keys.append(key)
         return batch
+
+    def _exact_key(self, text: str, key: str) -> str:
+        # Removed as in the user's text (before case folding), with a space so
+        # that the words either side stay apart.
+        if self._ignore is None:
+            return key
+        return comparison_key(self._ignore.sub(" ", text))
 
     def index(self, batch: _Batch, signed: Signatures) -> None:
         """Decide the near duplicates of a prepared batch, given its signatures."""
@@ -427,6 +441,20 @@ def check_conf(conf: DedupConf, dataset: str) -> None:
             raise ConfigError(
                 f"{where}.{key}': expected {expected}, found {found}. Fix it, then "
                 f"run `datakiln compose`."
+            )
+    for i, pattern in enumerate(conf.exact_ignore):
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{where}.exact_ignore[{i}]': {pattern!r} is not a regular "
+                f"expression ({exc}). Fix it, then run `datakiln compose`."
+            ) from None
+        if compiled.fullmatch(""):
+            raise ConfigError(
+                f"{where}.exact_ignore[{i}]': {pattern!r} matches the empty text; "
+                f"expected a pattern that needs at least one character. Fix it, "
+                f"then run `datakiln compose`."
             )
 
 

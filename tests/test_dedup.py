@@ -103,6 +103,26 @@ def test_exact_only_leaves_near_duplicates() -> None:
     assert outcome(rejects) == {"r2": ("exact_duplicate", "r0")}
 
 
+def test_texts_equal_but_for_an_ignored_token_are_exact_duplicates() -> None:
+    texts = ["Flu season starts early <url>", "flu season starts early", "Flu <url>"]
+    conf = DedupConf(exact_ignore=["<url>"], near=False)
+
+    kept, rejects = dedup_frame(records(texts), conf)
+
+    assert kept["record_id"].tolist() == ["r0", "r2"]
+    assert outcome(rejects) == {"r1": ("exact_duplicate", "r0")}
+    # the kept text is left as it was
+    assert kept["text"].tolist() == ["Flu season starts early <url>", "Flu <url>"]
+
+
+def test_an_ignored_pattern_keeps_the_words_either_side_apart() -> None:
+    conf = DedupConf(exact_ignore=["<url>"], near=False)
+
+    kept, rejects = dedup_frame(records(["flu<url>season", "fluseason"]), conf)
+
+    assert len(kept) == 2 and rejects.empty
+
+
 # ------------------------------------------------------------------- near
 
 
@@ -290,4 +310,19 @@ def test_impossible_settings_are_refused_with_the_key(key: str, value: Any) -> N
     conf = DedupConf(**{key: value})
 
     with pytest.raises(ConfigError, match=rf"dataset\.sample\.dedup\.{key}'"):
+        dedup.check_conf(conf, "sample")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [("(<url>", "is not a regular expression"), ("x*", "matches the empty text")],
+)
+def test_a_bad_exact_ignore_pattern_is_refused_with_its_index(
+    pattern: str, problem: str
+) -> None:
+    conf = DedupConf(exact_ignore=["<url>", pattern])
+
+    with pytest.raises(
+        ConfigError, match=rf"dataset\.sample\.dedup\.exact_ignore\[1\]'.*{problem}"
+    ):
         dedup.check_conf(conf, "sample")
