@@ -19,6 +19,7 @@ commit, so cannot be inside it).
 from __future__ import annotations
 
 import argparse
+import copy
 import fcntl
 import getpass
 import hashlib
@@ -205,14 +206,20 @@ def params_hash(params: Any, dataset: str) -> str:
 
 
 def secret_names(ctx: StageContext) -> list[str]:
-    """Secrets the dataset's declaration (and the pseudonym key) refer to."""
+    """Secrets a stage run needs: those the dataset's declaration and the
+    top-level sections refer to, less the pseudonym key when nothing is
+    pseudonymised (the schema's default names it in every declaration, and a
+    dataset without personal data to pseudonymise needs no key)."""
     from datakiln.pii import needs_key
-    from datakiln.secrets.refs import as_tree, declared, names_in
+    from datakiln.secrets.refs import as_tree, declared
 
-    names = set(declared(as_tree(ctx.params), ctx.dataset))
-    if ctx.stage == "clean" and needs_key(ctx.conf.clean.pii):
-        names.update(names_in(ctx.conf.clean.pii.key))
-    return sorted(names)
+    tree = as_tree(ctx.params)
+    declaration = (tree.get("dataset") or {}).get(ctx.dataset)
+    if isinstance(declaration, dict) and not needs_key(ctx.conf.clean.pii):
+        declaration = copy.deepcopy(declaration)
+        (declaration.get("clean") or {}).get("pii", {}).pop("key", None)
+        tree = {**tree, "dataset": {ctx.dataset: declaration}}
+    return sorted(declared(tree, ctx.dataset))
 
 
 def _lakefs_commits(ctx: StageContext) -> dict[str, Any]:

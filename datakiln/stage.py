@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from datakiln.audit import audited
+from datakiln.audit import audited, secret_names
 from datakiln.config import DatasetConf, check_fresh, dataset_conf, load_params
 from datakiln.errors import DatakilnError
 from datakiln.paths import DatasetPaths
@@ -89,7 +89,7 @@ def main(stage: str, body: StageBody, argv: list[str] | None = None) -> None:
     try:
         ctx = context(stage, args.dataset, Path.cwd(), args.overrides)
         # Secrets decrypt (or fail) before any work; each run is audited.
-        preflight_secrets(ctx.root, ctx.params, ctx.dataset)
+        preflight_secrets(ctx.root, secret_names(ctx))
         logger.info("%s@%s: starting", stage, args.dataset)
         audited(ctx, body)
     except DatakilnError as exc:

@@ -17,6 +17,7 @@ from datakiln.audit import (
     ci_identity,
     log_path,
     params_hash,
+    secret_names,
     verify,
 )
 from datakiln.errors import GateError
@@ -47,7 +48,12 @@ stages:
 """
 DECLARATION = {
     "description": "audit test",
-    "clean": {"pii": {"key": "${secret:pii.pseudonym_key}"}},
+    "clean": {
+        "pii": {
+            "actions": {"email": "pseudonymise"},
+            "key": "${secret:pii.pseudonym_key}",
+        }
+    },
     "publish": {"description": "token ${secret:lakefs.secret_key}"},
 }
 
@@ -108,6 +114,18 @@ def test_an_entry_records_who_what_and_the_hashes(project: Path, make_context) -
     assert entry["params_hash"] == params_hash(ctx.params, "sample")
     assert entry["secrets"] == ["lakefs.secret_key", "pii.pseudonym_key"]
     assert entry["lakefs"] == {"lakefs_commit": "c0ffee"}
+
+
+def test_a_dataset_that_pseudonymises_nothing_needs_no_pseudonym_key(
+    make_context,
+) -> None:
+    masked = {**DECLARATION, "clean": {"pii": {"actions": {"email": "mask"}}}}
+
+    assert secret_names(make_context("clean", masked)) == ["lakefs.secret_key"]
+    assert secret_names(make_context("clean", DECLARATION)) == [
+        "lakefs.secret_key",
+        "pii.pseudonym_key",
+    ]
 
 
 def test_a_failed_stage_is_recorded_and_still_fails(

@@ -14,8 +14,6 @@ from datakiln.secrets import sops
 from datakiln.secrets.refs import (
     SECRETS_DIR,
     SecretRef,
-    as_tree,
-    declared,
     names_in,
     substitute,
 )
@@ -195,13 +193,12 @@ def reveal(root: Path, text: str) -> str:
     return store_for(root).reveal(text)
 
 
-def preflight(root: Path, params: Any, dataset: str) -> list[str]:
-    """Decrypt every secret a dataset's declaration names, before work starts.
+def preflight(root: Path, names: Iterable[str]) -> None:
+    """Decrypt every named secret before work starts.
 
     So a missing key, a wrong recipient or a broken MAC stops a stage before
     it reads a record, and the values are in memory when the stage needs them.
     """
-    names = sorted(declared(as_tree(params), dataset))
+    names = sorted(set(names))
     if names:
         store_for(root).preflight(names)
-    return names
