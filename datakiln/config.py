@@ -472,6 +472,11 @@ def _composition_message(text: str, where: str, overrides: list[str] | None) -> 
         where = f"{CONF_DIR}/{file.group(1)}.yaml"
         causes = causes[1:]
     cause = "; ".join(causes) or "unknown error"
+    if re.search(r"Invalid value '(False|True)', expected one of \[.*\boff\b", cause):
+        cause += (
+            " (YAML reads an unquoted off, no, on or yes as a boolean: write "
+            "'off' in quotes)"
+        )
     given = f" with overrides [{' '.join(overrides)}]" if overrides else ""
     at = f" at key '{key}'" if key else ""
     return (

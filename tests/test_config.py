@@ -124,6 +124,20 @@ def test_misspelt_key_in_declaration_fails_composition_naming_file_and_key(
         write_params(project)
 
 
+def test_an_unquoted_off_fails_composition_saying_to_quote_it(project: Path) -> None:
+    decl = project / "conf" / "dataset" / "health_tweets.yaml"
+    text = decl.read_text()
+    assert "      phone: mask\n" in text
+    decl.write_text(text.replace("      phone: mask\n", "      phone: off\n"))
+
+    with pytest.raises(
+        ConfigError,
+        match=r"'dataset\.health_tweets\.clean\.pii\.actions\.phone'.*write 'off' "
+        r"in quotes",
+    ):
+        write_params(project)
+
+
 def test_composition_fills_schema_defaults_for_undeclared_sections(
     project: Path,
 ) -> None:
