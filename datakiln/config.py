@@ -9,6 +9,7 @@ validate their dataset against the dataclasses below, and refuse to run when
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -527,9 +528,14 @@ def check_fresh(root: Path) -> None:
     """
     if os.environ.get("DVC_EXP_BASELINE_REV") or os.environ.get("DATAKILN_NO_FRESH"):
         return
+    # Digested before composing, so an edit made meanwhile is not taken as checked.
+    stamp, digest = _fresh_stamp(root), _digest(root)
+    if stamp is not None and stamp.is_file() and stamp.read_text() == digest:
+        return
     current = OmegaConf.to_container(OmegaConf.load(root / PARAMS_FILE))
     wanted = compose_conf(root)
     if current == wanted:
+        _remember_fresh(stamp, digest)
         return
     keys = sorted(_diff_keys(current, wanted))
     shown = ", ".join(keys[:5]) + (
@@ -540,6 +546,46 @@ def check_fresh(root: Path) -> None:
         f"Run `datakiln compose` (or `dvc exp run`, which composes for you), "
         f"then `dvc repro`."
     )
+
+
+# Composing conf/ takes Hydra about a second and a half, and every stage checks
+# freshness: once a check has passed, its inputs' digest is kept in DVC's
+# untracked temporary folder, and a later check with the same inputs is
+# answered from it. The digest covers everything composition reads: the files
+# under conf/, params.yaml, the schema and the secret resolver (this module and
+# secrets/refs.py), and the Hydra and OmegaConf versions.
+_FRESH_STAMP = Path(".dvc") / "tmp" / "datakiln-fresh"
+
+
+def _fresh_stamp(root: Path) -> Path | None:
+    return root / _FRESH_STAMP if (root / ".dvc").is_dir() else None
+
+
+def _digest(root: Path) -> str:
+    from importlib.metadata import version
+
+    from datakiln.secrets import refs
+
+    digest = hashlib.sha256()
+    conf = root / CONF_DIR
+    files = sorted(p for p in conf.rglob("*") if p.is_file())
+    inputs = [*files, root / PARAMS_FILE, Path(__file__), Path(refs.__file__)]
+    for path in inputs:
+        name = path.relative_to(root) if path.is_relative_to(root) else path.name
+        digest.update(f"{name}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for package in ("hydra-core", "omegaconf"):
+        digest.update(f"{package}=={version(package)}\0".encode())
+    return digest.hexdigest()
+
+
+def _remember_fresh(stamp: Path | None, digest: str) -> None:
+    if stamp is None:
+        return
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    partial = stamp.with_name(f"{stamp.name}.{os.getpid()}")
+    partial.write_text(digest)
+    partial.replace(stamp)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

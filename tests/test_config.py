@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from datakiln import config
 from datakiln.config import (
     check_fresh,
     compose_conf,
@@ -99,6 +100,29 @@ def test_editing_conf_makes_params_stale_with_command_to_fix(
     with pytest.raises(StaleParamsError, match=r"dataset\.news_articles\.dedup"):
         check_fresh(project)
     with pytest.raises(StaleParamsError, match="datakiln compose"):
+        check_fresh(project)
+
+
+def test_a_passed_check_is_remembered_until_conf_changes(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    (project / ".dvc").mkdir()
+    check_fresh(project)
+
+    def no_composing(root: Path) -> None:
+        raise AssertionError("composed although nothing changed")
+
+    monkeypatch.setattr(config, "compose_conf", no_composing)
+    check_fresh(project)  # answered from the remembered digest
+
+    monkeypatch.undo()
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    decl = project / "conf" / "dataset" / "news_articles.yaml"
+    conf = OmegaConf.load(decl)
+    conf.dedup.threshold = 0.5
+    OmegaConf.save(conf, decl)
+    with pytest.raises(StaleParamsError, match=r"dataset\.news_articles\.dedup"):
         check_fresh(project)
 
 

@@ -20,17 +20,19 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from datakiln.config import DatasetConf, SourceConf
 from datakiln.errors import ConfigError, SourceError
-from datakiln.lakefs.client import LakeFS, connect
-from datakiln.lakefs.credentials import CredentialsProvider
 from datakiln.lakefs.uri import LakeFSURI, is_lakefs
 from datakiln.lakefs.versions import lock_path, write_if_changed
 from datakiln.stage import StageContext
+
+if TYPE_CHECKING:
+    from datakiln.lakefs.client import LakeFS
+    from datakiln.lakefs.credentials import CredentialsProvider
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,12 @@ def pin_dataset(
         if COMMIT_ID.match(uri.ref):
             pins[name] = Pin(str(uri), uri.ref)
             continue
-        lake = lake or connect(provider)
+        if lake is None:
+            # The client takes most of a second to import: only when a ref
+            # must be resolved.
+            from datakiln.lakefs.client import connect
+
+            lake = connect(provider)
         pins[name] = Pin(str(uri), lake.resolve(uri.repo, uri.ref))
         if held is None or held.commit != pins[name].commit:
             logger.info("%s: %s -> %s", dataset, uri, pins[name].commit)
