@@ -88,14 +88,18 @@ def test_composed_params_equal_conf(project: Path) -> None:
     check_fresh(project)
 
 
-def test_editing_conf_makes_params_stale_with_command_to_fix(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+def edit_news_articles_threshold(project: Path) -> None:
     decl = project / "conf" / "dataset" / "news_articles.yaml"
     conf = OmegaConf.load(decl)
     conf.dedup.threshold = 0.5
     OmegaConf.save(conf, decl)
+
+
+def test_editing_conf_makes_params_stale_with_command_to_fix(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    edit_news_articles_threshold(project)
 
     with pytest.raises(StaleParamsError, match=r"dataset\.news_articles\.dedup"):
         check_fresh(project)
@@ -118,10 +122,7 @@ def test_a_passed_check_is_remembered_until_conf_changes(
 
     monkeypatch.undo()
     monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
-    decl = project / "conf" / "dataset" / "news_articles.yaml"
-    conf = OmegaConf.load(decl)
-    conf.dedup.threshold = 0.5
-    OmegaConf.save(conf, decl)
+    edit_news_articles_threshold(project)
     with pytest.raises(StaleParamsError, match=r"dataset\.news_articles\.dedup"):
         check_fresh(project)
 
