@@ -101,16 +101,12 @@ def run(root: Path, data_dir: Path, workdir: Path, repo: str) -> None:
     datasets = prepare_project(root, workdir, repo)
     _step(workdir, env, "datakiln", "compose")
     _step(workdir, env, "datakiln", "lakefs", "pin")
+    # Committed before the build, so the build branches and commit metadata
+    # name the git commit of the declarations they were built from.
+    _commit(workdir, f"Declare the datasets on lakefs://{repo}/{RAW_BRANCH}")
     _say("dvc repro (sources read from lakeFS, published to lakeFS)")
     _step(workdir, env, "dvc", "repro", quiet=False)
-    _git(workdir, "add", "-A")
-    if _git(workdir, "status", "--porcelain").strip():
-        _git(
-            workdir,
-            "commit",
-            "-qm",
-            f"Build datasets from lakefs://{repo}/{RAW_BRANCH}",
-        )
+    _commit(workdir, f"Build datasets from lakefs://{repo}/{RAW_BRANCH}")
     report(lake, workdir, repo, datasets)
     _say(
         f"explore: cd {workdir}; export {CONFIG_FILE_ENV}="
@@ -219,6 +215,13 @@ def _step(workdir: Path, env: dict[str, str], *cmd: str, quiet: bool = True) -> 
     if done.returncode != 0:
         detail = f"\n{done.stdout}{done.stderr}" if quiet else ""
         raise DatakilnError(f"`{' '.join(cmd)}` failed in {workdir}{detail}")
+
+
+def _commit(workdir: Path, message: str) -> None:
+    """Commit everything in the demo project, if anything changed."""
+    _git(workdir, "add", "-A")
+    if _git(workdir, "status", "--porcelain").strip():
+        _git(workdir, "commit", "-qm", message)
 
 
 def _git(cwd: Path, *args: str) -> str:
