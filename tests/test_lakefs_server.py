@@ -86,3 +86,16 @@ def test_restart_after_a_kill_keeps_keys_and_repositories(
     assert second.credentials.secret_access_key == first.credentials.secret_access_key
     lake = LakeFS(second.credentials, FAST_RETRY)
     assert lake.ensure_repository("kept", "local://kept") is False
+
+
+def test_a_restart_after_a_stop_keeps_the_endpoint(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    first = start_server(tmp_path / "data")
+    # a request leaves a connection behind in TIME_WAIT once the server is gone
+    LakeFS(first.credentials, FAST_RETRY).ensure_repository("kept", "local://kept")
+    first.stop()
+
+    second = start_server(tmp_path / "data")
+
+    assert second.endpoint == first.endpoint

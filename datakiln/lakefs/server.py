@@ -205,6 +205,9 @@ def _previous_port(data_dir: Path) -> int | None:
         return None
     port = int(str(yaml.safe_load(path.read_text())["listen_address"]).rsplit(":")[-1])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Go's listener does, so that the port of a server stopped a moment
+        # ago (its connections in TIME_WAIT) counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
