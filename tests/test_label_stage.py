@@ -193,6 +193,28 @@ def test_gold_is_hidden_from_functions_on_held_out_rows(
     assert peek["holdout"]["rows"] == hidden.sum()
 
 
+def test_a_task_reading_another_tasks_gold_sees_it_on_every_row(
+    make_context: MakeContext,
+) -> None:
+    declaration = copy.deepcopy(DECLARATION)
+    declaration["label"]["tasks"].append(
+        {
+            "name": "source_outlet",
+            "labels": OUTLETS,
+            "functions": [{"name": "from_id", "kind": "metadata", "column": "outlet"}],
+        }
+    )
+    ctx = staged(make_context, declaration)
+
+    run(ctx)
+
+    frame = output(ctx)
+    assert held_out(frame["record_id"], 0.3).any()
+    assert (frame["source_outlet"] == frame["outlet"]).all()
+    votes = frame["outlet_guess_votes"].map(lambda v: "peek_at_gold" in json.loads(v))
+    assert not votes[held_out(frame["record_id"], 0.3)].any()
+
+
 def test_models_are_scored_against_gold_on_held_out_rows(
     make_context: MakeContext,
 ) -> None:

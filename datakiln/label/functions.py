@@ -59,6 +59,16 @@ class Batch:
         self.frame = frame
         self._words: dict[str, list[Counter[str] | None]] = {}
 
+    def hiding(self, column: str, hidden: np.ndarray) -> Batch:
+        """This batch with `column` blanked on the `hidden` rows; the work
+        already shared on other columns is kept."""
+        frame = self.frame.copy()
+        # As objects, so that blanking leaves integers integers.
+        frame[column] = frame[column].astype(object).where(~hidden, None)
+        other = Batch(frame)
+        other._words = {k: v for k, v in self._words.items() if k != column}
+        return other
+
     def words(self, column: str) -> list[Counter[str] | None]:
         """Per row, how often each lower-cased word occurs in `column`."""
         if column not in self._words:

@@ -112,22 +112,20 @@ class BatchVotes:
 def vote_batch(frame: pd.DataFrame, tasks: list[Task], seed: int) -> BatchVotes:
     """Apply every task's functions to one batch (pure; no global state).
 
-    On held-out rows each task's gold column is blanked before any function
-    sees the batch, so a function that reads it cannot pass gold through.
+    On held-out rows a task's gold column is blanked before its functions see
+    the batch, so a function that reads it cannot pass gold through. Only that
+    task's functions see it blanked: another task may take its own label from
+    the same column (a folder name, say) on every record.
     """
     holdout_draws, tie_draws = record_draws(frame[ID_COLUMN], seed)
     gold = {t.name: t.encode(frame[t.gold]) for t in tasks if t.gold}
-    visible = frame
+    batch = Batch(frame)
+    votes = {}
     for task in tasks:
+        seen = batch
         if task.gold and task.holdout > 0:
-            if visible is frame:
-                visible = frame.copy()
-            hidden = holdout_draws < task.holdout
-            # As objects, so that blanking leaves integers integers.
-            column = visible[task.gold].astype(object)
-            visible[task.gold] = column.where(~hidden, None)
-    batch = Batch(visible)
-    votes = {task.name: vote(batch, task) for task in tasks}
+            seen = batch.hiding(task.gold, holdout_draws < task.holdout)
+        votes[task.name] = vote(seen, task)
     return BatchVotes(votes, gold, holdout_draws, tie_draws)
 
 
