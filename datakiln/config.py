@@ -449,7 +449,9 @@ def load_params(root: Path, overrides: list[str] | None = None) -> DictConfig:
 
 
 @contextmanager
-def _hydra_errors(where: str, overrides: list[str] | None) -> Iterator[None]:
+def _hydra_errors(
+    where: str, overrides: list[str] | None, root: Path | None = None
+) -> Iterator[None]:
     """Turn Hydra's composition errors into one ConfigError naming the input."""
     from hydra.errors import HydraException
 
@@ -457,21 +459,38 @@ def _hydra_errors(where: str, overrides: list[str] | None) -> Iterator[None]:
         yield
     except (HydraException, OmegaConfBaseException) as exc:
         text = str(exc) + (f"\n{exc.__cause__}" if exc.__cause__ else "")
-        raise ConfigError(_composition_message(text, where, overrides)) from None
+        raise ConfigError(_composition_message(text, where, overrides, root)) from None
 
 
-def _composition_message(text: str, where: str, overrides: list[str] | None) -> str:
+# Lines of Hydra's message that say nothing about the user's input.
+_HYDRA_NOISE = re.compile(r"(\w+(_type)?[:=]|Config search path:|provider=)")
+
+
+def _composition_message(
+    text: str, where: str, overrides: list[str] | None, root: Path | None = None
+) -> str:
     """One line from Hydra's multi-line error: the file, the key and the cause."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    file = re.match(r"In '([^']+)'", lines[0]) if lines else None
     key = next(
         (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")),
         None,
     )
-    causes = [ln.rstrip(".") for ln in lines if not re.match(r"\w+(_type)?[:=]", ln)]
+    file = re.match(r"In '([^']+)': ?(.*)", lines[0]) if lines else None
     if file:
         where = f"{CONF_DIR}/{file.group(1)}.yaml"
-        causes = causes[1:]
+        lines[0] = file.group(2)
+        if lines[0].endswith("raised while composing config:"):
+            lines = lines[1:]
+    causes = [ln.rstrip(".") for ln in lines if ln and not _HYDRA_NOISE.match(ln)]
+    missing = re.search(r"Could not load '(dataset/[^']+)'", text)
+    if missing and root is not None:
+        known = sorted(p.stem for p in (root / CONF_DIR / "dataset").glob("*.yaml"))
+        causes.append(
+            f"there is no {CONF_DIR}/{missing.group(1)}.yaml (the declarations are "
+            f"{', '.join(known) or 'none'})"
+        )
+    if file and key and root is not None and not key.startswith("dataset."):
+        key = _declaration_key(root, file.group(1)) or key
     cause = "; ".join(causes) or "unknown error"
     if re.search(r"Invalid value '(False|True)', expected one of \[.*\boff\b", cause):
         cause += (
@@ -480,11 +499,33 @@ def _composition_message(text: str, where: str, overrides: list[str] | None) -> 
         )
     given = f" with overrides [{' '.join(overrides)}]" if overrides else ""
     at = f" at key '{key}'" if key else ""
+    quoting = (
+        "; quote override values holding '=', ',' or spaces, e.g. key='a=b,c'"
+        if overrides
+        else ""
+    )
     return (
         f"{where}: cannot compose{given}{at}: {cause}. Fix the key or value in "
-        f"{where} (see the schema in datakiln/config.py); quote override values "
-        f"holding '=', ',' or spaces, e.g. key='a=b,c'."
+        f"{where} (see the schema in datakiln/config.py){quoting}."
     )
+
+
+def _declaration_key(root: Path, config: str) -> str | None:
+    """The full dotted key of what fails in one dataset's declaration file.
+
+    Hydra names a failure inside a list item by its key in that item alone;
+    validating the file piece by piece finds the whole path.
+    """
+    group, _, name = config.partition("/")
+    path = root / CONF_DIR / f"{config}.yaml"
+    if group != "dataset" or not path.is_file():
+        return None
+    try:
+        declaration = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException):
+        return None
+    found = _failing_key(DatasetConf, declaration)
+    return f"dataset.{name}.{found}" if found else None
 
 
 def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -493,7 +534,7 @@ def compose_conf(root: Path, overrides: list[str] | None = None) -> dict[str, An
 
     conf_dir = (root / CONF_DIR).resolve()
     register_hydra()
-    with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
+    with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides, root):
         with initialize_config_dir(str(conf_dir), version_base=None):
             cfg = compose(config_name=CONF_NAME, overrides=overrides or [])
         OmegaConf.resolve(cfg)
@@ -508,7 +549,7 @@ def write_params(root: Path, overrides: list[str] | None = None) -> Path:
 
     register_hydra()
     target = root / PARAMS_FILE
-    with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides):
+    with _hydra_errors(f"{CONF_DIR}/{CONF_NAME}.yaml", overrides, root):
         compose_and_dump(
             target,
             str((root / CONF_DIR).resolve()),

@@ -163,6 +163,36 @@ def test_an_unquoted_off_fails_composition_saying_to_quote_it(project: Path) -> 
         write_params(project)
 
 
+def test_misspelt_key_inside_a_list_item_names_its_whole_path(project: Path) -> None:
+    decl = project / "conf" / "dataset" / "news_articles.yaml"
+    conf = OmegaConf.load(decl)
+    conf.label.tasks[1].functions[0].keywrods = ["x"]
+    OmegaConf.save(conf, decl)
+
+    with pytest.raises(
+        ConfigError,
+        match=r"news_articles\.yaml: cannot compose at key "
+        r"'dataset\.news_articles\.label\.tasks\[1\]\.functions\[0\]\.keywrods'",
+    ):
+        write_params(project)
+
+
+def test_a_dataset_listed_without_its_file_names_the_file_and_the_declarations(
+    project: Path,
+) -> None:
+    listing = project / "conf" / "config.yaml"
+    listing.write_text(
+        listing.read_text().replace("[schema, news_articles]", "[schema, news_artcles]")
+    )
+
+    with pytest.raises(
+        ConfigError,
+        match=r"conf/config\.yaml: .*no conf/dataset/news_artcles\.yaml \(the "
+        r"declarations are health_tweets, news_articles\)",
+    ):
+        write_params(project)
+
+
 def test_composition_fills_schema_defaults_for_undeclared_sections(
     project: Path,
 ) -> None:
