@@ -24,9 +24,40 @@ def cmd_compose(args: argparse.Namespace) -> int:
     if args.if_not_experiment and os.environ.get("DVC_EXP_BASELINE_REV"):
         print("inside `dvc exp run`: params.yaml was composed by DVC; left as is")
         return 0
+    before = declared_datasets(Path.cwd())
     path = write_params(Path.cwd(), args.overrides)
     print(f"composed conf/ into {path.name}")
+    after = declared_datasets(Path.cwd()) or set()
+    if args.if_not_experiment and before is not None and before != after:
+        # DVC expanded the stages of dvc.yaml from the params.yaml it found,
+        # before this stage recomposed it: going on would skip a new dataset
+        # silently, or run the stages of a removed one.
+        changes = []
+        if after - before:
+            changes.append(f"added {', '.join(sorted(after - before))}")
+        if before - after:
+            changes.append(f"removed {', '.join(sorted(before - after))}")
+        print(
+            f"datakiln compose: the declared datasets changed ({'; '.join(changes)}) "
+            f"and DVC listed this run's stages before {path.name} had them. "
+            f"{path.name} is now composed: run `dvc repro` again.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def declared_datasets(root: Path) -> set[str] | None:
+    """The datasets params.yaml holds, or None without a params.yaml."""
+    import yaml
+
+    from datakiln.config import PARAMS_FILE
+
+    path = root / PARAMS_FILE
+    if not path.is_file():
+        return None
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return set((params.get("dataset") or {}) if isinstance(params, dict) else {})
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
@@ -54,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--if-not-experiment",
         action="store_true",
-        help="do nothing inside `dvc exp run` (the compose stage of dvc.yaml)",
+        help="as the compose stage of dvc.yaml: do nothing inside `dvc exp run`, "
+        "and stop the run when the declared datasets changed",
     )
     p.set_defaults(func=cmd_compose)
 

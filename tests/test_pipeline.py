@@ -206,3 +206,31 @@ def test_sigint_in_dedup_keeps_earlier_stages_and_resumes_from_dedup(
     ran = repro(project)
     assert "ingest@tiny" not in ran and "clean@tiny" not in ran
     assert "dedup@tiny" in ran
+
+
+def test_a_new_dataset_stops_the_run_that_composes_it_and_the_next_builds_it(
+    project: Path,
+) -> None:
+    # Last in this module: it adds a dataset to the shared project.
+    declaration = (project / "conf" / "dataset" / "tiny.yaml").read_text()
+    (project / "conf" / "dataset" / "tiny2.yaml").write_text(
+        declaration.replace("data/raw/tiny/", "data/raw/tiny2/")
+    )
+    write_reviews(project / "data" / "raw" / "tiny2" / "reviews.csv", rows=30)
+    listing = project / "conf" / "config.yaml"
+    listing.write_text(
+        listing.read_text().replace(
+            "  - _self_", "  - dataset@dataset.tiny2: [schema, tiny2]\n  - _self_"
+        )
+    )
+
+    first = run(project, "dvc", "repro", check=False)
+    second = repro(project)
+
+    assert first.returncode != 0
+    said = first.stdout + first.stderr
+    assert "declared datasets changed (added tiny2)" in said
+    assert "run `dvc repro` again" in said
+    assert not set(RUNNING.findall(said)) - {"compose"}
+    assert {f"{s}@tiny2" for s in STAGES} <= second
+    assert not {f"{s}@tiny" for s in STAGES} & second
