@@ -497,7 +497,7 @@ class Cleaner:
         the URLs column; pseudonymise the sensitive columns; move records with
         a `drop` kind to the rejects as pii_<kind>, their text masked."""
         conf, table = self.conf, batch.kept
-        searched = conf.pii.columns or conf.columns
+        searched = searched_columns(conf, table.schema)
         sensitive = [c for c in conf.pii.sensitive_columns if c not in done]
         declared = dataclasses.replace(
             conf.pii, columns=searched, sensitive_columns=sensitive
@@ -738,6 +738,28 @@ def _check_pii(conf: CleanConf, where: str) -> None:
             f"sensitive column is replaced whole by its pseudonym, so list it in "
             f"one place only. Fix it, then run `datakiln compose`."
         )
+
+
+# Columns that hold e-mail addresses by their nature: the e-mail reader's
+# address headers. With no clean.pii.columns declared they are searched besides
+# the clean columns, so that a From: line is never published as it came.
+ADDRESS_COLUMNS = ("from", "to")
+
+
+def searched_columns(conf: CleanConf, schema: pa.Schema) -> list[str]:
+    """The columns searched for personal data: clean.pii.columns if declared,
+    else the clean columns and any address column the records have."""
+    if conf.pii.columns:
+        return list(conf.pii.columns)
+    skip = {*conf.columns, *conf.pii.sensitive_columns}
+    extra = [
+        name
+        for name in ADDRESS_COLUMNS
+        if name in schema.names
+        and name not in skip
+        and pa.types.is_string(schema.field(name).type)
+    ]
+    return [*conf.columns, *extra]
 
 
 def _check_columns(

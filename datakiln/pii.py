@@ -336,12 +336,18 @@ def apply(
     searched = [c for c in (conf.columns or columns) if c in frame.columns]
     out = frame.copy()
     drop: list[tuple[str, str] | None] = [None] * len(out)
+    # The kinds found in each record, over all the searched columns: a record
+    # with an address in two columns is one record with an e-mail address.
+    found: list[set[str]] = [set() for _ in range(len(out))]
     for column in searched:
         texts, reasons = _protect_column(
-            out[column].tolist(), column, actions, conf, pseudonymiser, counts
+            out[column].tolist(), column, actions, conf, pseudonymiser, counts, found
         )
         out[column] = pd.Series(texts, index=out.index, dtype=out[column].dtype)
         drop = [d if d is not None else r for d, r in zip(drop, reasons, strict=True)]
+    for kinds in found:
+        for kind in kinds:
+            counts.records[kind] = counts.records.get(kind, 0) + 1
     for column in conf.sensitive_columns:
         _pseudonymise_column(out, column, pseudonymiser, counts)
     marked = [d for d in drop if d is not None]
@@ -379,11 +385,13 @@ def _protect_column(
     conf: PiiConf,
     pseudonymiser: Pseudonymiser | None,
     counts: PiiCounts,
+    found: list[set[str]],
 ) -> tuple[list[Any], list[tuple[str, str] | None]]:
+    """One column protected; the kinds found in each value join `found`."""
     kinds = list(actions)
     texts: list[Any] = []
     reasons: list[tuple[str, str] | None] = []
-    for value in values:
+    for value, record_kinds in zip(values, found, strict=True):
         if not isinstance(value, str) or not value:
             texts.append(value)
             reasons.append(None)
@@ -391,8 +399,7 @@ def _protect_column(
         matches = find(value, kinds, conf.phone_region)
         texts.append(_rewrite(value, matches, actions, pseudonymiser))
         reasons.append(_drop_reason(matches, actions, column))
-        for kind in {m.kind for m in matches}:
-            counts.records[kind] = counts.records.get(kind, 0) + 1
+        record_kinds.update(m.kind for m in matches)
         for match in matches:
             counts.matches[match.kind] = counts.matches.get(match.kind, 0) + 1
     return texts, reasons

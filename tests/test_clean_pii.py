@@ -132,6 +132,34 @@ def test_email_is_pseudonymised_with_one_token_across_batches(
     ]
 
 
+def test_the_address_headers_of_mail_are_searched_without_being_declared(
+    make_context: MakeContext,
+) -> None:
+    declaration = {"clean": {"pii": {"actions": {"email": "mask"}}}}
+    ctx = make_context("clean", declaration)
+    frame = records(
+        ["Please refund order 12", "Parcel never came"],
+        **{
+            "from": ["Ana Lopez <ana@example.org>", "bob@example.net"],
+            "to": ["support@shop.example", None],
+            "message_id": ["<m1@mail.example>", "<m2@mail.example>"],
+        },
+    )
+    write_ingest(ctx, pa.Table.from_pandas(frame))
+
+    kept, _, metrics = run_clean(ctx)
+
+    assert kept.column("from").to_pylist() == ["Ana Lopez <<email>>", "<email>"]
+    assert kept.column("to").to_pylist() == ["<email>", None]
+    # not an address header: left as it came
+    assert kept.column("message_id").to_pylist() == frame["message_id"].tolist()
+    assert metrics["pii"]["kinds"]["email"] == {
+        "action": "mask",
+        "matches": 3,
+        "records": 2,
+    }
+
+
 def test_sensitive_column_becomes_text_pseudonyms_in_every_batch(
     tickets: tuple[pa.Table, pd.DataFrame, dict[str, Any]], key: str
 ) -> None:
