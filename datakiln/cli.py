@@ -27,6 +27,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
     before = declared_datasets(Path.cwd())
     path = write_params(Path.cwd(), args.overrides)
     print(f"composed conf/ into {path.name}")
+    check_declarations(Path.cwd())
     after = declared_datasets(Path.cwd()) or set()
     if args.if_not_experiment and before is not None and before != after:
         # DVC expanded the stages of dvc.yaml from the params.yaml it found,
@@ -45,6 +46,16 @@ def cmd_compose(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def check_declarations(root: Path) -> None:
+    """Check the values of every composed declaration (see datakiln.checks)."""
+    from datakiln.checks import check_dataset
+    from datakiln.config import dataset_conf, load_params
+
+    params = load_params(root)
+    for name in params.get("dataset") or {}:
+        check_dataset(dataset_conf(params, name), str(name))
 
 
 def declared_datasets(root: Path) -> set[str] | None:
