@@ -335,6 +335,14 @@ def _check_names(source: SourceConf, seen: set[str]) -> None:
     for column, rule in source.derive.items():
         if rule.column not in renamed:
             wanted[f"derive.{column}.column"] = rule.column
+    if wanted and not seen:
+        key, column = next(iter(wanted.items()))
+        raise SourceError(
+            f"source '{source.name}': its files hold no column at all (each is "
+            f"empty or has no header; the warnings above name them), so `{key}` "
+            f"finds no column '{column}'. Check the files that `path` and `member` "
+            f"match in the dataset's declaration."
+        )
     if wanted:
         key, column = next(iter(wanted.items()))
         raise SourceError(

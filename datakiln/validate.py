@@ -696,11 +696,15 @@ def raise_on_failure(
     )
     gate_text = "; ".join(g.describe() for g in failed)
     if failures:
-        also = f" Also {len(failed)} gates failed: {gate_text}." if failed else ""
+        also = f" Also {_count(failed, 'gate')} failed: {gate_text}." if failed else ""
         raise SchemaError(
-            f"{table}: {len(failures)} schema checks failed: "
+            f"{table}: {_count(failures, 'schema check')} failed: "
             + "; ".join(f.describe() for f in failures)
             + f".{also} {fix}"
         )
     if failed:
-        raise GateError(f"{len(failed)} quality gates failed: {gate_text}. {fix}")
+        raise GateError(f"{_count(failed, 'quality gate')} failed: {gate_text}. {fix}")
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"

@@ -636,6 +636,16 @@ def test_an_id_column_no_file_has_is_an_error(
         ingest(make_context, declaration)
 
 
+def test_an_empty_file_is_named_as_the_cause_not_the_id_column(
+    tmp_path: Path, make_context: MakeContext
+) -> None:
+    (tmp_path / "a.csv").write_bytes(b"")
+    declaration = {"sources": [source("a.csv", id_column="id")]}
+
+    with pytest.raises(SourceError, match=r"source 'src': its files hold no column"):
+        ingest(make_context, declaration)
+
+
 def test_a_path_that_matches_nothing_says_what_to_do(make_context: MakeContext) -> None:
     ctx = make_context("ingest", {"sources": [source("data/raw/none/*.csv")]})
 
