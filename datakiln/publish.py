@@ -563,10 +563,15 @@ def _card_scores(task: dict[str, Any]) -> list[str]:
             f"{_percent(score.get('coverage'))} it labels"
             for kind, score in models.items()
         )
+        scored = (
+            "held-out records whose gold the functions and models never saw"
+            if evaluation.get("holdout")
+            else "records, with no holdout: the functions and models saw their "
+            "gold, so this is agreement, not an estimate of accuracy"
+        )
         lines.append(
             f"Accuracy against the gold column `{evaluation.get('gold')}` on "
-            f"{_count(evaluation.get('rows'))} held-out records whose gold the "
-            f"functions and models never saw: {scores}."
+            f"{_count(evaluation.get('rows'))} {scored}: {scores}."
         )
     return [*lines, ""]
 

@@ -178,9 +178,10 @@ def _accuracy(model: str | None, evaluation: dict[str, Any]) -> str:
     scores = ", ".join(
         f"{kind} {_fraction(models[kind].get('accuracy'))}" for kind in order
     )
+    scored = "held-out rows" if evaluation.get("holdout") else "rows, none held out"
     return (
         f"accuracy vs gold {evaluation.get('gold')} on "
-        f"{_count(evaluation.get('rows'))} held-out rows: {scores}"
+        f"{_count(evaluation.get('rows'))} {scored}: {scores}"
     )
 
 

@@ -174,6 +174,7 @@ def test_card_tells_what_was_built_and_how(make_context: MakeContext) -> None:
     )
     evaluation = {
         "gold": "stars",
+        "holdout": 0.2,
         "rows": 25,
         "models": {"majority": {"accuracy": 0.92, "coverage": 0.8}},
     }
@@ -352,3 +353,22 @@ def test_card_says_when_no_personal_data_was_looked_for(
 
     card = (ctx.paths.published_dir / "README.md").read_text()
     assert "No handling of personal data is declared (`clean.pii`)" in card
+
+
+def test_the_card_calls_scores_without_a_holdout_agreement() -> None:
+    task = {
+        "model": "majority",
+        "records": 40,
+        "labelled": 40,
+        "evaluation": {
+            "gold": "stars",
+            "holdout": 0.0,
+            "rows": 40,
+            "models": {"majority": {"accuracy": 1.0, "coverage": 1.0}},
+        },
+    }
+
+    text = " ".join(publish._card_scores(task))
+
+    assert "held-out" not in text
+    assert "saw their gold, so this is agreement, not an estimate" in text

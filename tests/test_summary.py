@@ -8,7 +8,7 @@ from typing import Any
 
 from labelled_records import MakeContext, declaration, records, write_labelled
 
-from datakiln import publish, split, validate
+from datakiln import publish, split, summary, validate
 from datakiln.pii import PiiCounts
 from datakiln.stage import StageContext
 from datakiln.summary import summarise
@@ -34,6 +34,7 @@ UPSTREAM: dict[str, dict[str, Any]] = {
                 "coverage": 0.75,
                 "evaluation": {
                     "gold": "stars",
+                    "holdout": 0.2,
                     "rows": 24,
                     "models": {
                         "dawid_skene": {"accuracy": 0.8, "coverage": 0.75},
@@ -170,3 +171,16 @@ def test_summary_has_no_pii_line_when_clean_looked_for_none(
     ctx = build(make_context)
 
     assert "  pii " not in summarise(ctx.root, ["sample"])
+
+
+def test_accuracy_without_a_holdout_does_not_claim_held_out_rows() -> None:
+    evaluation = {
+        "gold": "stars",
+        "holdout": 0.0,
+        "rows": 40,
+        "models": {"majority": {"accuracy": 1.0, "coverage": 1.0}},
+    }
+
+    line = summary._accuracy("majority", evaluation)
+
+    assert line == "accuracy vs gold stars on 40 rows, none held out: majority 1.000"

@@ -351,13 +351,17 @@ def log_task(dataset: str, metrics: dict[str, Any], task: Task) -> None:
         metrics["coverage"],
         task.model,
     )
-    for kind, score in metrics.get("evaluation", {}).get("models", {}).items():
+    evaluation = metrics.get("evaluation", {})
+    # Without a holdout, gold is scored on records whose gold the functions saw.
+    scored = "held-out" if evaluation.get("holdout") else "(not held out)"
+    for kind, score in evaluation.get("models", {}).items():
         logger.info(
-            "label@%s: %s: %s on %d held-out records: accuracy %s, coverage %s",
+            "label@%s: %s: %s on %d %s records: accuracy %s, coverage %s",
             dataset,
             task.name,
             kind,
             score["rows"],
+            scored,
             score["accuracy"],
             score["coverage"],
         )
