@@ -319,6 +319,18 @@ def test_check_reports_each_broken_file_and_passes_good_ones(
     assert "key 'pin' is not quoted and YAML reads it as int" in plain.problems[1]
 
 
+def test_check_reports_a_file_that_is_not_yaml_without_quoting_it(
+    encrypted: Path, store: SecretStore, root: Path
+) -> None:
+    (root / "conf/secrets/broken.yaml").write_text("pseudonym_key: [s3cr3tVALUE\n")
+
+    reports = {r.shown: r for r in check(SecretStore(root, store.env))}
+
+    broken = reports["conf/secrets/broken.yaml"]
+    assert "cannot read it as YAML" in broken.problems[0]
+    assert not any("s3cr3tVALUE" in problem for problem in broken.problems)
+
+
 def test_check_reports_a_recipient_the_file_is_not_yet_encrypted_for(
     encrypted: Path, store: SecretStore, root: Path, key: AgeKey
 ) -> None:

@@ -190,8 +190,10 @@ def _check_file(store: SecretStore, path: Path) -> FileReport:
         )
         return report
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # metadata() reads the YAML first and reports a file it cannot parse
+        # without quoting it, so no plain value reaches a message.
         meta = sops.metadata(path, shown)
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except SecretError as exc:
         report.problems.append(str(exc))
         report.problems.extend(_plaintext_types(shown, path))

@@ -70,7 +70,8 @@ def metadata(path: Path, shown: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise NotEncryptedError(
             f"{shown}: cannot read it as YAML ({type(exc).__name__}). Restore it "
-            f"from git, or write it again with `datakiln secrets set`."
+            f"(`git checkout -- {shown}`); if it has no good version to restore, "
+            f"delete it and set each value again with `datakiln secrets set`."
         ) from None
     meta = doc.get("sops") if isinstance(doc, dict) else None
     if not isinstance(meta, dict):
@@ -135,8 +136,9 @@ def failure(proc: subprocess.CompletedProcess[str], shown: str) -> SecretError:
         return MacMismatchError(
             f"{shown}: {what}: the file was changed outside sops (a hand edit or "
             f"a bad merge), so none of its values can be trusted and none are "
-            f"used. Restore it (`git checkout -- {shown}`) or set the changed "
-            f"values again with `datakiln secrets set {shown} <key>`."
+            f"used. Restore it (`git checkout -- {shown}`); if it has no good "
+            f"version to restore, delete it and set each value again with "
+            f"`datakiln secrets set {shown} <key>`."
         )
     if "sops metadata not found" in proc.stderr:
         return NotEncryptedError(
