@@ -159,6 +159,19 @@ def test_key_from_sops_age_key_file(
     assert reader.get("ci.token").reveal() == "t0k3n"
 
 
+def test_a_key_that_has_a_value_is_replaced_only_when_asked(
+    store: SecretStore, root: Path
+) -> None:
+    set_secret(store, "pii", "pseudonym_key", "first")
+
+    with pytest.raises(SecretError, match=r"already has a value.*--replace"):
+        set_secret(store, "pii", "pseudonym_key", "second")
+    assert store.decrypt(root / "conf/secrets/pii.yaml")["pseudonym_key"] == "first"
+
+    set_secret(store, "pii", "pseudonym_key", "second", replace=True)
+    assert store.decrypt(root / "conf/secrets/pii.yaml")["pseudonym_key"] == "second"
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -29,7 +29,8 @@ def cmd_set(args: argparse.Namespace) -> int:
     from datakiln.secrets.store import SecretStore
 
     value = random_source.token_urlsafe(32) if args.generate else _read_value(args.key)
-    print(set_secret(SecretStore(Path.cwd()), args.file, args.key, value))
+    store = SecretStore(Path.cwd())
+    print(set_secret(store, args.file, args.key, value, replace=args.replace))
     return 0
 
 
@@ -100,6 +101,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("key", help="dotted key inside the file, e.g. secret_key")
     p.add_argument(
         "--generate", action="store_true", help="store a new random value instead"
+    )
+    p.add_argument(
+        "--replace", action="store_true", help="replace a value the key already has"
     )
     p.set_defaults(func=cmd_set)
 

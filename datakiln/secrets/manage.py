@@ -48,12 +48,26 @@ def secret_file(root: Path, given: str) -> tuple[Path, str]:
     return root / shown, shown
 
 
-def set_secret(store: SecretStore, given: str, dotted_key: str, value: str) -> str:
-    """Encrypt `value` under `dotted_key` of a secrets file, creating it if new."""
+def set_secret(
+    store: SecretStore, given: str, dotted_key: str, value: str, replace: bool = False
+) -> str:
+    """Encrypt `value` under `dotted_key` of a secrets file, creating it if new.
+
+    A key that already holds a value is replaced only with `replace`: the old
+    value is gone once replaced, and a new pseudonym key changes every
+    pseudonym.
+    """
     path, shown = secret_file(store.root, given)
     ref = SecretRef.parse(f"{path.stem}.{dotted_key}")
     if path.exists():
-        store.decrypt(path)  # the precise error first: key, recipients, MAC
+        current = store.decrypt(path)  # the precise error first: key, recipients, MAC
+        if _holds(current, ref.key) and not replace:
+            raise SecretError(
+                f"{shown} already has a value for '{ref.dotted_key}'; it is left as "
+                f"it is. Replacing it loses the old value (and a new pseudonym key "
+                f"changes every pseudonym): run the command again with --replace "
+                f"if that is what you want."
+            )
         proc = sops.run(
             ["set", "--value-stdin", str(path), sops.json_index(ref.key)],
             store.root,
@@ -89,6 +103,15 @@ def set_secret(store: SecretStore, given: str, dotted_key: str, value: str) -> s
         f"created {shown} with {ref.dotted_key}, encrypted for "
         f"{len(recipients)} recipient(s)"
     )
+
+
+def _holds(tree: Any, key: tuple[str, ...]) -> bool:
+    node = tree
+    for part in key:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _write_atomic(path: Path, ciphertext: str) -> None:
