@@ -87,13 +87,14 @@ def resolve_target(name: str) -> Target:
 
 
 def publish_local(ctx: StageContext, folder: Path) -> None:
-    """The local target: the folder is already in place."""
+    """The local target: the folder is swapped in where it belongs."""
     from datakiln.lakefs.versions import write_local_ref
 
     # dvc.yaml declares a ref file for every dataset; this one says "local".
-    shown = folder.relative_to(ctx.root) if folder.is_relative_to(ctx.root) else folder
+    final = ctx.paths.published_dir
+    shown = final.relative_to(ctx.root) if final.is_relative_to(ctx.root) else final
     write_local_ref(ctx.root, ctx.dataset, shown.as_posix())
-    logger.info("publish@%s: published to %s", ctx.dataset, folder)
+    logger.info("publish@%s: published to %s", ctx.dataset, final)
 
 
 # ------------------------------------------------------------------------ run
@@ -101,9 +102,8 @@ def publish_local(ctx: StageContext, folder: Path) -> None:
 
 def run(ctx: StageContext) -> None:
     check_conf(ctx.conf, ctx.dataset)
-    built = build_local(ctx)
     target = resolve_target(ctx.conf.publish.target)
-    reported = target(ctx, ctx.paths.published_dir) or {}
+    built, reported = build_local(ctx, target)
     ctx.write_metrics({**publish_metrics(ctx, built), **reported})
 
 
@@ -116,8 +116,10 @@ class Built:
     labels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
 
-def build_local(ctx: StageContext) -> Built:
-    """Write the published folder beside the old one, then swap it in."""
+def build_local(ctx: StageContext, target: Target) -> tuple[Built, dict[str, Any]]:
+    """Write the published folder beside the old one, publish it to the
+    target, then swap it in: a target that fails (lakeFS down, a refused
+    merge) leaves the last published folder as it was."""
     final = ctx.paths.published_dir
     final.parent.mkdir(parents=True, exist_ok=True)
     recover(final)
@@ -125,11 +127,12 @@ def build_local(ctx: StageContext) -> Built:
     staging.mkdir()
     try:
         built = write_folder(ctx, staging)
+        reported = target(ctx, staging) or {}
         swap_in(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return built
+    return built, reported
 
 
 def write_folder(ctx: StageContext, folder: Path) -> Built:

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import datakiln
 from datakiln import publish, split, validate
-from datakiln.errors import ConfigError
+from datakiln.errors import ConfigError, LakeFSError
 from datakiln.pii import PiiCounts
 from datakiln.stage import StageContext
 
@@ -113,6 +113,27 @@ def test_failure_mid_publish_leaves_the_previous_version_byte_identical(
 
     monkeypatch.setattr(publish, "render_card", broken_card)
     with pytest.raises(RuntimeError, match="disk full"):
+        publish.run(make_context("publish", declaration()))
+
+    assert snapshot(ctx.paths.published_dir) == before
+    assert siblings(ctx) == ["sample"]
+
+
+def test_a_target_that_fails_leaves_the_previous_version_byte_identical(
+    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = publish_records(make_context, records(100))
+    before = snapshot(ctx.paths.published_dir)
+    write_labelled(ctx, records(150))
+    validate.run(make_context("validate", declaration()))
+    split.run(make_context("split", declaration()))
+
+    def server_gone(ctx: StageContext, folder: Path) -> None:
+        assert (folder / "train.parquet").is_file(), "the target gets the new build"
+        raise LakeFSError("lakeFS at http://127.0.0.1:1 is unavailable")
+
+    monkeypatch.setattr(publish, "resolve_target", lambda name: server_gone)
+    with pytest.raises(LakeFSError, match="unavailable"):
         publish.run(make_context("publish", declaration()))
 
     assert snapshot(ctx.paths.published_dir) == before
@@ -271,7 +292,10 @@ def test_target_receives_the_finished_folder(
     received: list[list[str]] = []
 
     def spy(ctx: StageContext, folder: Path) -> None:
-        assert folder == ctx.paths.published_dir
+        # the finished build, still beside the published folder: it is swapped
+        # in only once the target has succeeded
+        assert folder.parent == ctx.paths.published_dir.parent
+        assert folder.name.startswith(".sample.publish-")
         received.append(sorted(p.name for p in folder.iterdir()))
 
     monkeypatch.setitem(publish.TARGETS, "spy", "unused:unused")
