@@ -3,9 +3,10 @@
 The local folder `data/published/<dataset>/` is always built first: everything
 is written into a temporary sibling folder, which replaces the published one
 in a single rename only once complete, so a failed build leaves the last
-published dataset exactly as it was. A target (`publish.target`) is then a
-function that receives the finished folder: `local` has nothing more to do;
-another target (lakeFS) uploads it.
+published dataset exactly as it was. A target (`publish.target`) is a
+function that receives the finished folder before that rename: `local` has
+nothing more to do; another target (lakeFS) uploads it, and if it fails the
+published folder stays as it was.
 
 The Parquet files and manifest.json depend only on the split records, so
 publishing the same records twice gives the same bytes. Facts that vary with
@@ -612,6 +613,20 @@ def _card_gates(metrics: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The card's one line that changes with the git commit alone.
+_GIT_LINE = "- git commit: "
+
+
+def same_card_but_for_git(a: str, b: str) -> bool:
+    """Whether two cards differ at most in the git commit they were built at:
+    the same data, built at another commit, is the same dataset."""
+
+    def rest(card: str) -> list[str]:
+        return [line for line in card.splitlines() if not line.startswith(_GIT_LINE)]
+
+    return rest(a) == rest(b)
+
+
 def _card_build(facts: dict[str, Any]) -> str:
     git = facts["git"]
     if git["commit"] is None:
@@ -625,7 +640,7 @@ def _card_build(facts: dict[str, Any]) -> str:
     lines = [
         "## How it was built",
         "",
-        f"- git commit: {commit}",
+        f"{_GIT_LINE}{commit}",
         f"- datakiln {facts['version']}",
         f"- params sha256: `{facts['params_sha256']}` (of the dataset's params below)",
     ]

@@ -130,6 +130,43 @@ def test_a_commit_carries_the_audit_log_but_the_log_alone_makes_none(
     assert lake.read_bytes(lakefs_repo, "main", audit) == log.read_bytes()
 
 
+def test_the_same_data_built_at_a_later_git_commit_makes_no_commit(
+    lake: LakeFS, lakefs_repo: str, tmp_path: Path
+) -> None:
+    card = "# tiny\n\n- git commit: `{}` (clean working tree)\n- datakiln 0.1.0\n"
+    folder = built_folder(tmp_path / "tiny", card=card.format("a1b2c3d4e5f60718"))
+    first = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=True)
+    before = heads(lake, lakefs_repo)
+
+    # The commit that records the ref file: same data, another git commit.
+    built_folder(folder, card=card.format("99887766554433221100"))
+    later = Build("tiny", "99887766554433221100", build().params_hash, build().rows)
+    again = publish_folder(lake, folder, later, lakefs_repo, "main", merge=True)
+
+    assert again.merge_commit == first.merge_commit
+    assert heads(lake, lakefs_repo) == before
+
+    # Any other change to the card is a change.
+    built_folder(folder, card=card.format("99887766554433221100") + "more\n")
+    changed = publish_folder(lake, folder, later, lakefs_repo, "main", merge=True)
+    assert changed.merge_commit != first.merge_commit
+
+
+def test_a_build_awaiting_review_is_not_committed_again_for_its_audit_log(
+    lake: LakeFS, lakefs_repo: str, tmp_path: Path
+) -> None:
+    folder = built_folder(tmp_path / "tiny")
+    log = folder / "audit.jsonl"
+    log.write_text('{"seq": 0}\n')
+    first = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=False)
+
+    log.write_text('{"seq": 0}\n{"seq": 1}\n')
+    again = publish_folder(lake, folder, build(), lakefs_repo, "main", merge=False)
+
+    assert again == first
+    assert lake.resolve(lakefs_repo, first.build_branch) == first.commit
+
+
 def test_a_new_build_uploads_only_the_changed_objects(
     lake: LakeFS, lakefs_repo: str, tmp_path: Path
 ) -> None:
