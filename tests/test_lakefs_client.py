@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import http.server
 import logging
+import os
+import signal
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from lakefs_fixtures import FAST_RETRY
+from lakefs_fixtures import FAST_RETRY, StartServer
 
 from datakiln.errors import LakeFSError
 from datakiln.lakefs import server
@@ -19,6 +22,7 @@ from datakiln.lakefs.client import (
     LakeFS,
     LakeFSAuthError,
     LakeFSUnavailableError,
+    RetryPolicy,
     connect,
 )
 from datakiln.lakefs.credentials import Credentials
@@ -174,3 +178,22 @@ def test_protected_main_refuses_direct_writes(lake: LakeFS, lakefs_repo: str) ->
 def test_protecting_twice_keeps_one_rule(lake: LakeFS, lakefs_repo: str) -> None:
     lake.protect_branch(lakefs_repo, "main")
     assert lake.protected_patterns(lakefs_repo) == ["main"]
+
+
+@pytest.mark.timeout(60)  # without the read timeout the call never returns
+def test_a_hung_server_fails_after_one_read_timeout_naming_it(
+    start_server: StartServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = start_server(tmp_path / "data")
+    caplog.set_level(logging.WARNING)
+    patient = RetryPolicy(attempts=3, first_wait=0.05, max_wait=0.2, read_timeout=1)
+    os.kill(running.pid, signal.SIGSTOP)  # still accepts connections, never answers
+    try:
+        with pytest.raises(
+            LakeFSUnavailableError,
+            match=rf"lakeFS at {running.endpoint} did not answer within 1 s .*hung",
+        ):
+            LakeFS(running.credentials, patient).check_access()
+    finally:
+        os.kill(running.pid, signal.SIGCONT)
+    assert not _retry_warnings(caplog)

@@ -71,7 +71,9 @@ class RetryPolicy:
     first_wait: float = 0.5
     max_wait: float = 8.0
     connect_timeout: float = 5.0
-    read_timeout: float = 300.0
+    # The longest wait for a server's first byte. A server that says nothing
+    # for a minute is hung, not slow: that is not retried.
+    read_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,13 @@ class LakeFS:
                 f"of this checkout use the lakectl.yaml that `make lakefs` names."
             ) from None
         except Exception as exc:
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                raise LakeFSUnavailableError(
+                    f"lakeFS at {self.endpoint} did not answer within "
+                    f"{self.retry.read_timeout:g} s while {what}: it accepts "
+                    f"connections but is hung or overloaded. Check the server (its "
+                    f"log), then run the command again."
+                ) from None
             if _transient(exc):
                 raise LakeFSUnavailableError(
                     f"lakeFS at {self.endpoint} is unavailable: {what} failed "
@@ -384,7 +393,7 @@ class LakeFS:
         # through this same pool (lakefs.ObjectWriter uses it directly).
         config = self.client.config
         rest = self.client.sdk_client.objects_api.api_client.rest_client
-        rest.pool_manager = urllib3.PoolManager(
+        rest.pool_manager = _TimedPoolManager(
             num_pools=4,
             maxsize=4,
             retries=False,
@@ -425,9 +434,28 @@ def connect(
     return lake
 
 
+class _TimedPoolManager(urllib3.PoolManager):
+    """A pool whose own timeouts hold where a request names none.
+
+    The SDK passes `timeout=None` with every API call, which urllib3 takes as
+    "wait forever", so a hung server would hang every command.
+    """
+
+    # The signature PoolManager.urlopen has; urllib3 ignores the same mismatch
+    # with RequestMethods.urlopen.
+    def urlopen(  # type: ignore[override]
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> urllib3.BaseHTTPResponse:
+        if kw.get("timeout", urllib3.util.Timeout.DEFAULT_TIMEOUT) is None:
+            del kw["timeout"]
+        return super().urlopen(method, url, redirect, **kw)
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ServerException):
         return exc.status_code in _TRANSIENT_STATUSES
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return False
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError)
 
 
