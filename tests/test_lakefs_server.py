@@ -5,9 +5,11 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 from lakefs_fixtures import FAST_RETRY, StartServer
 
+from datakiln import cli
 from datakiln.lakefs import server
 from datakiln.lakefs.client import LakeFS
 
@@ -99,3 +101,20 @@ def test_a_restart_after_a_stop_keeps_the_endpoint(
     second = start_server(tmp_path / "data")
 
     assert second.endpoint == first.endpoint
+
+
+def test_up_with_a_data_dir_says_how_to_stop_that_server(
+    lakefs_binary: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = str(tmp_path / "lake")
+    try:
+        assert cli.main(["lakefs", "up", "--data-dir", data, "--repo", "stops"]) == 0
+        said = capsys.readouterr().out
+        assert f"stop it with: datakiln lakefs down --data-dir {data}" in said
+    finally:
+        assert cli.main(["lakefs", "down", "--data-dir", data]) == 0
+    assert server.running(Path(data)) is None

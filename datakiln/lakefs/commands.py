@@ -53,7 +53,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"credentials: {running.lakectl_config} (readable by you only); use them with"
     )
     print(f"  export LAKECTL_CONFIG_FILE={running.lakectl_config.resolve()}")
-    print("stop it with: make lakefs-stop  (or: datakiln lakefs down)")
+    if Path(args.data_dir) == Path(DEFAULT_DATA_DIR):
+        print("stop it with: make lakefs-stop  (or: datakiln lakefs down)")
+    else:
+        print(f"stop it with: datakiln lakefs down --data-dir {args.data_dir}")
     return 0
 
 
@@ -62,7 +65,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     running = server.running(Path(args.data_dir))
     if running is None:
-        print(f"no lakeFS server running for {args.data_dir}/")
+        print(
+            f"no lakeFS server running for {args.data_dir}/ (a server started with "
+            f"another --data-dir is stopped with that --data-dir)"
+        )
         return 0
     running.stop()
     print(f"stopped lakeFS at {running.endpoint} (pid {running.pid})")

@@ -273,4 +273,9 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    # A server that exited but whose parent (the process that started it) has
+    # not reaped it yet is a zombie: signals still reach it, but it is gone.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
     return True
