@@ -166,6 +166,11 @@ def test_unknown_ref_names_the_address(lake: LakeFS, lakefs_repo: str) -> None:
         lake.resolve(lakefs_repo, "no-such-branch")
 
 
+def test_a_ref_in_a_missing_repository_names_the_repository(lake: LakeFS) -> None:
+    with pytest.raises(LakeFSError, match="has no repository 'nowhere-repo'"):
+        lake.resolve("nowhere-repo", "raw")
+
+
 def test_protected_main_refuses_direct_writes(lake: LakeFS, lakefs_repo: str) -> None:
     assert lake.protected_patterns(lakefs_repo) == ["main"]
     main = lake.repository(lakefs_repo).branch("main")

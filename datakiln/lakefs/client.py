@@ -258,6 +258,8 @@ class LakeFS:
                 passthrough=(NotFoundException,),
             )
         except NotFoundException:
+            # The repository first: its absence is reported in its own terms.
+            self.require_repository(repo)
             raise LakeFSError(
                 f"lakefs://{repo}/{ref}: no such branch, tag or commit on "
                 f"{self.endpoint}. Check the address, or import data first with "
