@@ -123,7 +123,7 @@ def prepare_project(root: Path, workdir: Path, repo: str) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or target.read_bytes() != source.read_bytes():
             shutil.copy2(source, target)
-    datasets = []
+    datasets, keeps = [], []
     for path in sorted((workdir / "conf" / "dataset").glob("*.yaml")):
         declaration = yaml.safe_load(path.read_text())
         to_lakefs(declaration, repo)
@@ -136,10 +136,14 @@ def prepare_project(root: Path, workdir: Path, repo: str) -> list[str]:
         keep = workdir / RAW_DIR / path.stem / ".keep"
         keep.parent.mkdir(parents=True, exist_ok=True)
         keep.touch()
+        keeps.append(keep.relative_to(workdir).as_posix())
     if fresh:
         _git(workdir, "init", "-q")
         _git(workdir, "config", "user.name", "datakiln demo")
         _git(workdir, "config", "user.email", "demo@datakiln.invalid")
+    # Tracked although data/raw/ is ignored, so a clone of the demo project
+    # has the folders dvc.yaml lists.
+    _git(workdir, "add", "-f", "--", *keeps)
     return datasets
 
 
