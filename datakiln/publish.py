@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 import datakiln
 from datakiln.config import DatasetConf
 from datakiln.errors import ConfigError
+from datakiln.lakefs.pin import Pin, read_lock
 from datakiln.progress import progress
 from datakiln.split import SPLIT_COLUMN, SPLITS
 from datakiln.stage import StageContext
@@ -339,6 +340,7 @@ def card_facts(ctx: StageContext, built: Built) -> dict[str, Any]:
         "params_sha256": params_hash(params),
         "git": git_facts(ctx.root),
         "version": datakiln.__version__,
+        "pins": read_lock(ctx.root, ctx.dataset),
     }
 
 
@@ -381,7 +383,7 @@ def render_card(facts: dict[str, Any]) -> str:
     sections = [
         _card_head(facts["dataset"], conf),
         _card_files(facts["manifest"]),
-        _card_sources(conf),
+        _card_sources(conf, facts.get("pins") or {}),
         _card_stages(facts["metrics"]),
         _card_personal_data(conf, facts["metrics"].get("clean")),
         _card_labels(facts["labels"], conf, facts["metrics"].get("label", {})),
@@ -413,11 +415,18 @@ def _card_files(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _card_sources(conf: DatasetConf) -> str:
+def _card_sources(conf: DatasetConf, pins: dict[str, Pin]) -> str:
     lines = ["## Sources", "", "| source | path | format |", "|---|---|---|"]
     for source in conf.sources:
         member = f" (members `{source.member}`)" if source.member else ""
-        lines.append(f"| {source.name} | `{source.path}`{member} | {source.format} |")
+        pin = pins.get(source.name)
+        # A lakeFS source was read at the commit its ref stood for when pinned.
+        read = (
+            f", read at commit `{pin.commit}`" if pin and pin.uri == source.path else ""
+        )
+        lines.append(
+            f"| {source.name} | `{source.path}`{member}{read} | {source.format} |"
+        )
     return "\n".join(lines)
 
 

@@ -172,6 +172,8 @@ def test_round_trip_reads_the_pinned_commit_and_merges_the_build(
     assert entry["stage"] == "publish"
     assert entry["lakefs"]["lakefs_commit"] == ref.commit
     assert entry["lakefs"]["lakefs_merge_commit"] == ref.merge_commit
+    card = (folder / "README.md").read_text()
+    assert f"tiny/reviews.csv`, read at commit `{raw_commit}`" in card
     tracked = run(project, {**os.environ}, "git", "ls-files", "versions")
     assert tracked.split() == ["versions/tiny.lock.yaml", "versions/tiny.ref.yaml"]
 
