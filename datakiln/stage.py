@@ -74,6 +74,12 @@ def context_from_declaration(
     return StageContext(stage, dataset, root, params, conf, DatasetPaths(root, dataset))
 
 
+def _prepared(ctx: StageContext, body: StageBody) -> None:
+    preflight_secrets(ctx.root, secret_names(ctx))
+    logger.info("%s@%s: starting", ctx.stage, ctx.dataset)
+    body(ctx)
+
+
 def main(stage: str, body: StageBody, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=f"stages/{stage}.py",
@@ -88,10 +94,9 @@ def main(stage: str, body: StageBody, argv: list[str] | None = None) -> None:
 
     try:
         ctx = context(stage, args.dataset, Path.cwd(), args.overrides)
-        # Secrets decrypt (or fail) before any work; each run is audited.
-        preflight_secrets(ctx.root, secret_names(ctx))
-        logger.info("%s@%s: starting", stage, args.dataset)
-        audited(ctx, body)
+        # Each run is audited, one that stops at its secrets too; they decrypt
+        # (or fail) before any work.
+        audited(ctx, lambda ctx: _prepared(ctx, body))
     except DatakilnError as exc:
         if args.verbose:
             logger.exception("%s@%s failed", stage, args.dataset)

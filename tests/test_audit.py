@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from datakiln import stage
 from datakiln.audit import (
     GENESIS,
     audited,
@@ -126,6 +128,25 @@ def test_a_dataset_that_pseudonymises_nothing_needs_no_pseudonym_key(
         "lakefs.secret_key",
         "pii.pseudonym_key",
     ]
+
+
+def test_a_stage_stopped_by_its_secrets_is_recorded(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("DATAKILN_NO_FRESH", "1")  # no conf/ to compare with
+    (project / "params.yaml").write_text(
+        yaml.safe_dump({"dataset": {"sample": DECLARATION}})
+    )
+    ran: list[str] = []
+
+    with pytest.raises(SystemExit) as stopped:
+        stage.main("clean", lambda ctx: ran.append(ctx.stage), ["sample"])
+
+    assert stopped.value.code != 0 and not ran
+    (entry,) = entries(log_path(project, "sample"))
+    assert (entry["stage"], entry["status"]) == ("clean", "failed")
+    assert entry["error"].endswith("Error")
 
 
 def test_a_failed_stage_is_recorded_and_still_fails(
