@@ -94,7 +94,7 @@ def test_wrong_key_fails_at_once_naming_its_origin(
     caplog.set_level(logging.WARNING)
     with pytest.raises(
         LakeFSAuthError,
-        match=r"refused the access key AKIA\.\.\. from /home/x/\.lakectl\.yaml",
+        match=r"refused the access key AKIA\.\.\.GKEY from /home/x/\.lakectl\.yaml",
     ):
         LakeFS(wrong, FAST_RETRY).check_access()
     assert _retry_warnings(caplog) == []

@@ -87,6 +87,14 @@ def test_secret_never_shows_in_repr_or_str() -> None:
     assert "s3cr3t-value" not in str(found)
 
 
+def test_two_access_keys_show_apart_without_showing_whole() -> None:
+    one = Credentials("http://127.0.0.1:1", "AKIAJ2QDEXAMPLE7Q7XA", "s", "here")
+    two = Credentials("http://127.0.0.1:1", "AKIAJ2QDEXAMPLE9ZZ3B", "s", "here")
+
+    assert (one.shown_key_id, two.shown_key_id) == ("AKIA...Q7XA", "AKIA...ZZ3B")
+    assert "AKIAJ2QDEXAMPLE7Q7XA" not in repr(one)
+
+
 def test_written_lakectl_file_is_private_and_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "lakectl.yaml"
     written = Credentials("http://127.0.0.1:2", "AKIAWRITE", "w-secret", "x")

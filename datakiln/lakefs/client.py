@@ -142,7 +142,7 @@ class LakeFS:
         except NotAuthorizedException:
             raise LakeFSAuthError(
                 f"lakeFS at {self.endpoint} refused the access key "
-                f"{self.credentials.access_key_id[:4]}... from "
+                f"{self.credentials.shown_key_id} from "
                 f"{self.credentials.origin or 'the caller'} while {what}. Check "
                 f"that key and secret belong to this server; for the local server "
                 f"of this checkout use the lakectl.yaml that `make lakefs` names."

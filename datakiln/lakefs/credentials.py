@@ -45,10 +45,17 @@ class Credentials:
     # Where the values came from, for error messages: never the values.
     origin: str = ""
 
+    @property
+    def shown_key_id(self) -> str:
+        """The access key id as messages show it: enough to tell two keys apart
+        (AKIA is every key's prefix), not the whole id."""
+        key = self.access_key_id
+        return f"{key[:4]}...{key[-4:]}" if len(key) >= 12 else f"{key[:2]}..."
+
     def __repr__(self) -> str:
         return (
             f"Credentials(endpoint={self.endpoint!r}, "
-            f"access_key_id={self.access_key_id[:4]!r}..., origin={self.origin!r})"
+            f"access_key_id={self.shown_key_id!r}, origin={self.origin!r})"
         )
 
 
