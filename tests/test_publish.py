@@ -97,14 +97,23 @@ def test_publishing_the_same_records_twice_gives_identical_bytes(
     assert ctx.paths.metrics("publish").read_bytes() == first_metrics
 
 
-def test_failure_mid_publish_leaves_the_previous_version_byte_identical(
-    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def published_then_rebuilt(
+    make_context: MakeContext,
+) -> tuple[StageContext, dict[str, bytes]]:
+    """A dataset published once, then built anew up to split; and the snapshot
+    of the first published version."""
     ctx = publish_records(make_context, records(100))
     before = snapshot(ctx.paths.published_dir)
     write_labelled(ctx, records(150))
     validate.run(make_context("validate", declaration()))
     split.run(make_context("split", declaration()))
+    return ctx, before
+
+
+def test_failure_mid_publish_leaves_the_previous_version_byte_identical(
+    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, before = published_then_rebuilt(make_context)
 
     def broken_card(facts: dict[str, Any]) -> str:
         staging = [p for p in siblings(ctx) if ".publish-" in p]
@@ -122,11 +131,7 @@ def test_failure_mid_publish_leaves_the_previous_version_byte_identical(
 def test_a_target_that_fails_leaves_the_previous_version_byte_identical(
     make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = publish_records(make_context, records(100))
-    before = snapshot(ctx.paths.published_dir)
-    write_labelled(ctx, records(150))
-    validate.run(make_context("validate", declaration()))
-    split.run(make_context("split", declaration()))
+    ctx, before = published_then_rebuilt(make_context)
 
     def server_gone(ctx: StageContext, folder: Path) -> None:
         assert (folder / "train.parquet").is_file(), "the target gets the new build"
