@@ -27,8 +27,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
     before = declared_datasets(Path.cwd())
     path = write_params(Path.cwd(), args.overrides)
     print(f"composed conf/ into {path.name}")
-    check_declarations(Path.cwd())
-    after = declared_datasets(Path.cwd()) or set()
+    after = check_declarations(Path.cwd())
     if args.if_not_experiment and before is not None and before != after:
         # DVC expanded the stages of dvc.yaml from the params.yaml it found,
         # before this stage recomposed it: going on would skip a new dataset
@@ -48,14 +47,20 @@ def cmd_compose(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_declarations(root: Path) -> None:
-    """Check the values of every composed declaration (see datakiln.checks)."""
-    from datakiln.checks import check_dataset
-    from datakiln.config import dataset_conf, load_params
+def check_declarations(root: Path) -> set[str]:
+    """Check the values of every declaration params.yaml holds (see
+    datakiln.checks); return the names of the datasets."""
+    from omegaconf import DictConfig, OmegaConf
 
-    params = load_params(root)
-    for name in params.get("dataset") or {}:
-        check_dataset(dataset_conf(params, name), str(name))
+    from datakiln.checks import check_dataset
+    from datakiln.config import PARAMS_FILE, dataset_conf
+
+    params = OmegaConf.load(root / PARAMS_FILE)
+    assert isinstance(params, DictConfig)  # write_params wrote a mapping
+    names = {str(name) for name in params.get("dataset") or {}}
+    for name in sorted(names):
+        check_dataset(dataset_conf(params, name), name)
+    return names
 
 
 def declared_datasets(root: Path) -> set[str] | None:
